@@ -1,0 +1,100 @@
+"""Argument checks shared by every pattern, and the one way the patterns call a task.
+
+Each check raises before any task is launched, with a message that names the public parameter, shows the value
+with ``!r`` and says what was expected.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import flyte
+from flyte.extend import TaskTemplate
+
+T = TypeVar("T")
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_callable(task: object, *, name: str = "task") -> None:
+    """Raise ``TypeError`` unless ``task`` can be called: a Flyte task, or a function or other callable.
+
+    A coroutine object (``task(x)`` passed where ``task`` was meant) is closed first, so Python does not also warn
+    that it was never awaited.
+    """
+    if inspect.iscoroutine(task):
+        task.close()
+        raise TypeError(
+            f"{name} must be a task or an async callable, got a coroutine object {task!r}; "
+            f"pass the function itself (for example `my_task`, not `my_task(x)`)"
+        )
+    if not callable(task):
+        raise TypeError(f"{name} must be a task or an async callable, got {_describe(task)}")
+
+
+def check_int(value: object, *, name: str, minimum: int) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_ratio(value: object, *, name: str) -> float:
+    """Return ``value`` as a float if it is a real number from 0 to 1 inclusive (not a ``bool``), else raise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number from 0 to 1, got {_describe(value)}")
+    ratio = float(value)
+    if math.isnan(ratio) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return ratio
+
+
+def check_seconds(value: object, *, name: str) -> float:
+    """Return a positive duration in seconds, given as an int, a float or a ``timedelta``, else raise."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds or a timedelta, got {_describe(value)}")
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive, finite duration, got {value!r}")
+    return seconds
+
+
+def task_name(task: object) -> str:
+    """Return a short, readable name for a task or callable, for logs, messages and group names."""
+    if isinstance(task, TaskTemplate):
+        return str(task.short_name or task.name)
+    for attribute in ("__qualname__", "__name__"):
+        value = getattr(task, attribute, None)
+        if isinstance(value, str):
+            return value
+    return type(task).__name__
+
+
+async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``task`` with the arguments and return its result.
+
+    A Flyte task becomes one action when this runs inside a Flyte task, and a plain call otherwise. A
+    synchronous Flyte task goes through ``.aio`` inside a task, because a blocking call from async code is an
+    error there. A plain callable may be async or return a value directly; a synchronous one runs inline on the
+    event loop.
+    """
+    is_sync_task = isinstance(task, TaskTemplate) and not inspect.iscoroutinefunction(getattr(task, "func", None))
+    # Outside a task, flyte.ctx() returns a null context that is falsy.
+    if is_sync_task and bool(flyte.ctx()):
+        sync_task = cast(TaskTemplate[Any, T, Any], task)
+        return await sync_task.aio(*args, **kwargs)
+    result = task(*args, **kwargs)
+    if inspect.isawaitable(result):
+        return cast(T, await result)
+    return result
