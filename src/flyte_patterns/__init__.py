@@ -9,8 +9,10 @@ from ._errors import (
     is_interrupt,
     is_out_of_memory,
 )
+from ._memory import format_memory, parse_memory
 
 __all__ = [
+    # Error matching
     "DEFAULT_OOM_CODES",
     "INTERRUPTS",
     "ExceptionSpec",
@@ -18,4 +20,7 @@ __all__ = [
     "flyte_code",
     "is_interrupt",
     "is_out_of_memory",
+    # Memory quantities
+    "format_memory",
+    "parse_memory",
 ]
