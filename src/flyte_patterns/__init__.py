@@ -9,6 +9,7 @@ from ._errors import (
     is_interrupt,
     is_out_of_memory,
 )
+from ._ladder import MemoryLadderWarning, memory_ladder
 from ._memory import format_memory, parse_memory
 
 __all__ = [
@@ -23,4 +24,7 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
+    # OOM retrier
+    "MemoryLadderWarning",
+    "memory_ladder",
 ]
