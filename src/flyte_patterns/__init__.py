@@ -11,6 +11,14 @@ from ._errors import (
 )
 from ._ladder import MemoryLadderWarning, memory_ladder
 from ._memory import format_memory, parse_memory
+from ._oom import (
+    MemoryAttempt,
+    MemoryLadderExhaustedError,
+    MemoryRetryEvent,
+    MemoryRetryHook,
+    SupportsMemoryOverride,
+    retry_with_memory,
+)
 
 __all__ = [
     # Error matching
@@ -25,6 +33,12 @@ __all__ = [
     "format_memory",
     "parse_memory",
     # OOM retrier
+    "MemoryAttempt",
+    "MemoryLadderExhaustedError",
     "MemoryLadderWarning",
+    "MemoryRetryEvent",
+    "MemoryRetryHook",
+    "SupportsMemoryOverride",
     "memory_ladder",
+    "retry_with_memory",
 ]
