@@ -88,7 +88,7 @@ class FakeTask:
 
 
 def oom_kill(limit: int) -> flyte.errors.OOMError:
-    # What the parent sees for a container Kubernetes killed at its memory limit.
+    # The error Flyte delivers to the parent for a container Kubernetes killed at its memory limit.
     return flyte.errors.OOMError("OOMKilled", f"container killed at its memory limit of {format_memory(limit)}")
 
 
@@ -491,7 +491,7 @@ reusable_env = flyte.TaskEnvironment(
 
 
 # Outside a Flyte run, calling a task runs its function directly, so these need no engine. Their MemoryError
-# makes every size of the ladder run, so each test sees two overridden templates.
+# makes every size of the ladder run, so each test gets two overridden templates.
 
 
 @env.task

@@ -156,13 +156,13 @@ def _explicit_ladder(
     factor: float | None,
     max_memory: str | int | None,
 ) -> tuple[int, ...]:
-    given = {
+    other_arguments = {
         "initial_memory": initial_memory,
         "increment": increment,
         "factor": factor,
         "max_memory": max_memory,
     }
-    clashes = [f"{name}={value!r}" for name, value in given.items() if value is not None]
+    clashes = [f"{name}={value!r}" for name, value in other_arguments.items() if value is not None]
     if clashes:
         raise TypeError(
             f"sizes is an explicit ladder and cannot be combined with {', '.join(clashes)}; "

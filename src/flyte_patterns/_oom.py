@@ -93,7 +93,8 @@ MemoryRetryTarget: TypeAlias = (
     | Callable[..., Awaitable[T]]
     | Callable[..., T]
 )
-"""What :func:`retry_with_memory` accepts: a Flyte task, an object with ``override``, or a callable."""
+"""Type of the ``task`` argument of :func:`retry_with_memory`: a Flyte task, an object with ``override``, or a
+callable."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,13 @@ class MemoryAttempt:
 class MemoryRetryEvent:
     """What happened in one step of :func:`retry_with_memory`, passed to its ``on_event`` hook.
 
-    Each attempt produces an ``"attempt"`` event when it is launched and then exactly one of:
-    ``"succeeded"``; ``"escalated"`` (out of memory below the ceiling, ``next_size`` is set); ``"exhausted"``
-    (out of memory at the ceiling); ``"failed"`` (any other error, which propagates); ``"cancelled"`` (cancelled
-    or interrupted, which propagates).
+    Each attempt produces an ``"attempt"`` event when it is launched, then exactly one ending event:
+
+    * ``"succeeded"``: the task returned.
+    * ``"escalated"``: out of memory below the ceiling. ``next_size`` is set.
+    * ``"exhausted"``: out of memory at the ceiling.
+    * ``"failed"``: any other error, which propagates.
+    * ``"cancelled"``: cancelled or interrupted, which propagates.
 
     Attributes:
         kind: The step, as above.
@@ -399,10 +403,11 @@ def _attempt_resources(base: flyte.Resources | None, size: int, cpu: CPU | None)
     base = base if base is not None else flyte.Resources()
     limit = format_memory(size)
 
-    # A scalar memory is sent to Flyte as a request only. Kubernetes sets no limit for a request alone unless a
-    # namespace LimitRange supplies a default (kubernetes.io, "Assign Memory Resources to Containers"), and
-    # flytepropeller copies the request into the limit (AdjustOrDefaultResource in flyteplugins' flytek8s
-    # container_helper.go). The size is the limit either way only if it is sent as one, so send both.
+    # A scalar memory is sent to Flyte as a request only, and the kill happens at the limit. Kubernetes gives a
+    # container with a request alone the namespace's LimitRange default limit, or no limit at all (kubernetes.io,
+    # "Configure Default Memory Requests and Limits for a Namespace"). Flyte's Kubernetes plugin copies the request
+    # into a missing limit (AdjustOrDefaultResource in flyteorg/flyte, flyteplugins/go/tasks/pluginmachinery/
+    # flytek8s/container_helper.go), but other backends need not. Sending the limit makes the size the limit on all.
     if isinstance(base.memory, tuple):
         request_bytes = parse_memory(base.memory[0], name="the task's memory request")
         limit_bytes = parse_memory(base.memory[1], name="the task's memory limit")
