@@ -10,6 +10,21 @@ from ._errors import (
     is_out_of_memory,
 )
 
+# Fallback runner
+from ._fallback import (
+    AllAttemptsFailedError,
+    Alternative,
+    AttemptTimeoutError,
+    FallbackAttempt,
+    FallbackEvent,
+    FallbackHook,
+    FallbackOutcome,
+    ResultRejectedError,
+    Trigger,
+    earlier_attempts,
+    with_fallback,
+)
+
 __all__ = [
     "DEFAULT_OOM_CODES",
     "INTERRUPTS",
@@ -18,4 +33,19 @@ __all__ = [
     "flyte_code",
     "is_interrupt",
     "is_out_of_memory",
+]
+
+# Fallback runner
+__all__ += [
+    "AllAttemptsFailedError",
+    "Alternative",
+    "AttemptTimeoutError",
+    "FallbackAttempt",
+    "FallbackEvent",
+    "FallbackHook",
+    "FallbackOutcome",
+    "ResultRejectedError",
+    "Trigger",
+    "earlier_attempts",
+    "with_fallback",
 ]
