@@ -76,7 +76,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import flyte
 
-from ._errors import ExceptionSpec, exception_matches, is_out_of_memory, normalize_exception_specs
+from ._errors import ExceptionSpec, exception_matches, flyte_code, is_out_of_memory, normalize_exception_specs
 from ._validation import check_callable, check_seconds, invoke, task_name
 
 T = TypeVar("T")
@@ -150,7 +150,7 @@ class AllAttemptsFailedError(ExceptionGroup[Exception]):
 
     def __new__(cls, attempts: Sequence[FallbackAttempt]) -> AllAttemptsFailedError:
         errors = [_attempt_error(attempt) for attempt in attempts]
-        summary = "; ".join(f"{_label(a.index, a.name)}: {type(a.error).__name__}" for a in attempts)
+        summary = "; ".join(f"{_label(a.index, a.name)}: {_error_kind(a.error)}" for a in attempts)
         self = super().__new__(cls, f"all {len(attempts)} attempts failed ({summary})", errors)
         self.attempts = tuple(attempts)
         return self
@@ -516,21 +516,14 @@ class _Runner(Generic[T]):
         if skipped:
             skipped_labels = ", ".join(self.chain[index].label for index in skipped)
             logger.warning(
-                "%s %s (%s); falling back to %s, skipping %s whose trigger does not match",
+                "%s %s; falling back to %s, skipping %s whose trigger does not match",
                 failed_label,
-                _describe_status(failed),
-                _describe_error(failed.error),
+                _describe_failure(failed),
                 successor.label,
                 skipped_labels,
             )
         else:
-            logger.warning(
-                "%s %s (%s); falling back to %s",
-                failed_label,
-                _describe_status(failed),
-                _describe_error(failed.error),
-                successor.label,
-            )
+            logger.warning("%s %s; falling back to %s", failed_label, _describe_failure(failed), successor.label)
 
         if self.on_fallback is None:
             return
@@ -691,20 +684,26 @@ def _label(index: int, name: str) -> str:
     return f"primary {name!r}" if index == 0 else f"alternative {index} {name!r}"
 
 
-def _describe_status(attempt: FallbackAttempt) -> str:
-    return {
-        "failed": "failed",
-        "timed_out": "timed out",
-        "rejected": "returned a rejected result",
-        "succeeded": "succeeded",
-    }[attempt.status]
+def _describe_failure(attempt: FallbackAttempt) -> str:
+    error = attempt.error
+    if isinstance(error, AttemptTimeoutError) and attempt.status == "timed_out":
+        return f"timed out after {error.timeout:g} s"
+    if isinstance(error, ResultRejectedError) and attempt.status == "rejected":
+        return f"returned a result that accept_result rejected: {_short_repr(error.value)}"
+    return f"failed with {_describe_error(error)}"
+
+
+def _error_kind(error: BaseException | None) -> str:
+    """Return the class name, with the Flyte code that names the original class when there is one."""
+    code = None if error is None else flyte_code(error)
+    return f"{type(error).__name__} (code {code!r})" if code else type(error).__name__
 
 
 def _describe_error(error: BaseException | None) -> str:
     if error is None:
         return "no error"
     message = str(error)
-    return f"{type(error).__name__}: {_shorten(message)}" if message else type(error).__name__
+    return f"{_error_kind(error)}: {_shorten(message)}" if message else _error_kind(error)
 
 
 def _short_repr(value: object) -> str:
