@@ -12,11 +12,13 @@ import logging
 import pickle
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, assert_type
+from typing import Any, assert_type, cast
 
 import flyte
 import flyte.errors
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flyte_patterns import (
     AllAttemptsFailedError,
@@ -249,7 +251,7 @@ async def test_default_is_out_of_memory() -> None:
     assert defaults["on"].default is is_out_of_memory
 
 
-# ---------------------------------------------------------------- matching (C14)
+# ---------------------------------------------------------------- matching through chains and groups
 
 
 async def test_deep_cause_chain_falls_back() -> None:
@@ -321,6 +323,81 @@ async def test_raising_predicate_keeps_attempt_error() -> None:
         await with_fallback(Fake("p", error=primary_error), [alternative], on=broken)
     assert caught.value.__context__ is primary_error
     assert alternative.calls == []
+
+
+# ---------------------------------------------------------------- the rules against a model
+
+
+class ErrorA(Exception):
+    pass
+
+
+class ErrorB(Exception):
+    pass
+
+
+class ErrorC(Exception):
+    pass
+
+
+_OUTCOMES = {"ok": None, "A": ErrorA, "B": ErrorB, "C": ErrorC}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    outcomes=st.lists(st.sampled_from(sorted(_OUTCOMES)), min_size=2, max_size=5),
+    triggers=st.lists(st.sampled_from(["A", "B", "inherit"]), min_size=4, max_size=4),
+)
+def test_chain_matches_model(outcomes: list[str], triggers: list[str]) -> None:
+    """Check the runner against a direct statement of the rules, on random chains.
+
+    The call's ``on`` is ErrorA; each alternative takes over on ErrorA, on ErrorB, or inherits the call's ``on``.
+    ErrorC matches no trigger.
+    """
+    classes: dict[str, type[Exception]] = {"A": ErrorA, "B": ErrorB}
+    fakes = []
+    for index, outcome in enumerate(outcomes):
+        error_class = _OUTCOMES[outcome]
+        fakes.append(Fake(f"f{index}", result=index, error=None if error_class is None else error_class(index)))
+    alternative_triggers = [classes[t] if t != "inherit" else ErrorA for t in triggers[: len(outcomes) - 1]]
+    chain = [
+        Alternative(fake, on=None if trigger == "inherit" else classes[trigger])
+        for fake, trigger in zip(fakes[1:], triggers, strict=False)
+    ]
+
+    # The model: follow the rules by hand.
+    ran: list[int] = []
+    expected_value: int | None = None
+    expected_error: BaseException | None = None
+    current = 0
+    while True:
+        ran.append(current)
+        error = fakes[current].error
+        if error is None:
+            expected_value = current
+            break
+        later = [j for j in range(current + 1, len(fakes)) if isinstance(error, alternative_triggers[j - 1])]
+        if later:
+            current = later[0]
+            continue
+        if not any(isinstance(error, trigger) for trigger in alternative_triggers):
+            expected_error = error
+        break
+
+    async def run() -> int:
+        return cast(int, await with_fallback(fakes[0], chain, on=ErrorA))
+
+    if expected_value is not None:
+        assert asyncio.run(run()) == expected_value
+    elif expected_error is not None:
+        with pytest.raises(Exception) as unexpected:
+            asyncio.run(run())
+        assert unexpected.value is expected_error
+    else:
+        with pytest.raises(AllAttemptsFailedError) as all_failed:
+            asyncio.run(run())
+        assert list(all_failed.value.exceptions) == [fakes[i].error for i in ran]
+    assert [i for i, fake in enumerate(fakes) if fake.calls] == ran
 
 
 # ---------------------------------------------------------------- remote-shaped errors
@@ -609,7 +686,7 @@ async def test_slow_success_within_timeout() -> None:
     assert await with_fallback(Fake("p", result=3), [Fake("a")], attempt_timeout=10) == 3
 
 
-# ---------------------------------------------------------------- cancellation (C15)
+# ---------------------------------------------------------------- cancellation and interrupts
 
 
 async def test_caller_cancel_starts_no_alternative() -> None:
@@ -861,12 +938,13 @@ def _never_called() -> Fake:
         ({"on": (ValueError("x"),)}, TypeError, r"ValueError\('x'\)"),
         ({"on": 42}, TypeError, "on must be .*42"),
         ({"on": ("",)}, ValueError, "empty error code"),
+        ({"on": (is_out_of_memory, MemoryError)}, TypeError, "on must contain exception classes .*is_out_of_memory"),
         ({"attempt_timeout": 0}, ValueError, "attempt_timeout must be a positive"),
         ({"attempt_timeout": -1.0}, ValueError, "attempt_timeout"),
         ({"attempt_timeout": "5"}, TypeError, "attempt_timeout must be a number"),
         ({"attempt_timeout": True}, TypeError, "attempt_timeout"),
         ({"return_outcome": "yes"}, TypeError, "return_outcome must be a bool, got 'yes'"),
-        ({"accept_result": 3}, TypeError, "accept_result must be a task or an async callable, got 3"),
+        ({"accept_result": 3}, TypeError, r"accept_result must be a synchronous function or None, got 3 \(int\)"),
         ({"on_fallback": "log"}, TypeError, "on_fallback"),
     ],
 )
@@ -948,6 +1026,13 @@ async def test_coroutine_objects_rejected_and_closed() -> None:
     with pytest.raises(TypeError, match=r"alternatives must be a list .* coroutine object"):
         await with_fallback(job, list_coroutine)  # type: ignore[call-overload]
     assert inspect.getcoroutinestate(list_coroutine) == inspect.CORO_CLOSED
+
+    predicate_coroutine = job(7)
+    primary_coroutine = job(8)
+    with pytest.raises(TypeError, match="primary must be"):
+        await with_fallback(primary_coroutine, [job], accept_result=predicate_coroutine)  # type: ignore[call-overload]
+    assert inspect.getcoroutinestate(primary_coroutine) == inspect.CORO_CLOSED
+    assert inspect.getcoroutinestate(predicate_coroutine) == inspect.CORO_CLOSED
 
     spec_coroutine = job(6)
     with pytest.raises(TypeError, match=r"Alternative.task must be .* coroutine object"):

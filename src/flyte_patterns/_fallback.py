@@ -41,7 +41,7 @@ How the chain ends:
 
 Cancellation and interrupts:
     ``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` (or a group that contains
-    one) propagate at once, are not recorded and never trigger a fallback, whatever ``on`` says. An exception that
+    one) propagate at once, are not recorded and never trigger a fallback, whatever ``on`` contains. An exception that
     is not an ``Exception`` propagates the same way, because an ``ExceptionGroup`` cannot contain it. Every attempt runs
     in the caller's task, so cancelling the caller cancels the running attempt. When the attempt ends after the
     caller was cancelled, however it ends (with a ``RuntimeError`` made from the cancellation, or even with a
@@ -352,6 +352,11 @@ async def with_fallback(
         Exception: An error that no trigger matches, as the very object the attempt raised.
         asyncio.CancelledError: The caller was cancelled; no further alternative ran.
     """
+    # Close every coroutine object passed where a callable belongs before the first complaint, so that none of
+    # them also warns that it was never awaited. The checks below still report them.
+    for argument in (primary, alternatives, on, accept_result, on_fallback):
+        _close_if_coroutine(argument)
+
     chain = _build_chain(primary, alternatives, on)
     timeout = None if attempt_timeout is None else check_seconds(attempt_timeout, name="attempt_timeout")
     _check_optional_function(accept_result, name="accept_result")
@@ -590,32 +595,25 @@ def _attach_earlier_attempts(error: Exception, current: _Implementation, earlier
 
 def _build_chain(primary: object, alternatives: object, on: object) -> tuple[_Implementation, ...]:
     """Check ``primary``, ``alternatives`` and ``on``, and return the chain with each alternative's trigger."""
-    if inspect.iscoroutine(alternatives):
-        alternatives.close()
-        _close_if_coroutine(primary)
-        raise TypeError(
-            f"alternatives must be a list of tasks, callables or Alternative specs, got a coroutine object "
-            f"{alternatives!r}; pass the functions themselves"
-        )
-    if isinstance(alternatives, Alternative) or callable(alternatives):
-        _close_if_coroutine(primary)
-        raise TypeError(
-            f"alternatives must be a list of tasks, callables or Alternative specs, got the single "
-            f"{alternatives!r}; wrap it in a list: [{task_name(alternatives)}]"
-        )
-    if isinstance(alternatives, str | bytes) or not isinstance(alternatives, Iterable):
-        _close_if_coroutine(primary)
-        raise TypeError(
-            f"alternatives must be a list of tasks, callables or Alternative specs, got {alternatives!r} "
-            f"({type(alternatives).__name__})"
-        )
-    entries = tuple(alternatives)
-
-    # Close every coroutine object before the first complaint, so none of them warns that it was never awaited.
-    for entry in (primary, *entries):
+    is_list = not (
+        isinstance(alternatives, str | bytes | Alternative)
+        or callable(alternatives)
+        or not isinstance(alternatives, Iterable)
+    )
+    entries = tuple(cast(Iterable[object], alternatives)) if is_list else ()
+    # Close every coroutine object in the list before the first complaint, so none of them warns that it was
+    # never awaited.
+    for entry in entries:
         _close_if_coroutine(entry)
 
     check_callable(primary, name="primary")
+    expected = "alternatives must be a list of tasks, callables or Alternative specs"
+    if inspect.iscoroutine(alternatives):
+        raise TypeError(f"{expected}, got a coroutine object {alternatives!r}; pass the functions themselves")
+    if isinstance(alternatives, Alternative) or callable(alternatives):
+        raise TypeError(f"{expected}, got the single {alternatives!r}; wrap it in a list: [{task_name(alternatives)}]")
+    if not is_list:
+        raise TypeError(f"{expected}, got {alternatives!r} ({type(alternatives).__name__})")
     if not entries:
         raise ValueError("alternatives must contain at least one task or callable, got an empty list")
     for position, entry in enumerate(entries):
@@ -630,7 +628,9 @@ def _build_chain(primary: object, alternatives: object, on: object) -> tuple[_Im
             name = entry.name if entry.name is not None else task_name(entry.task)
             chain.append(_Implementation(index, name, entry.task, trigger))
         else:
-            chain.append(_Implementation(index, task_name(entry), entry, default_trigger))
+            chain.append(
+                _Implementation(index, task_name(entry), cast(Callable[..., Awaitable[Any]], entry), default_trigger)
+            )
     return tuple(chain)
 
 
@@ -658,9 +658,14 @@ def _as_predicate(trigger: Trigger) -> ErrorPredicate:
 
 
 def _check_optional_function(function: object, *, name: str) -> None:
+    """Raise ``TypeError`` unless ``function`` is ``None`` or a synchronous callable."""
     if function is None:
         return
-    check_callable(function, name=name)
+    if inspect.iscoroutine(function):
+        function.close()
+        raise TypeError(f"{name} must be a synchronous function or None, got a coroutine object {function!r}")
+    if not callable(function):
+        raise TypeError(f"{name} must be a synchronous function or None, got {function!r} ({type(function).__name__})")
     if inspect.iscoroutinefunction(function):
         raise TypeError(f"{name} must be a synchronous function, got the async function {function!r}")
 
