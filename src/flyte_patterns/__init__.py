@@ -11,6 +11,21 @@ from ._errors import (
 )
 from ._memory import format_memory, parse_memory
 
+# Fallback runner
+from ._fallback import (
+    AllAttemptsFailedError,
+    Alternative,
+    AttemptTimeoutError,
+    FallbackAttempt,
+    FallbackEvent,
+    FallbackHook,
+    FallbackOutcome,
+    ResultRejectedError,
+    Trigger,
+    earlier_attempts,
+    with_fallback,
+)
+
 __all__ = [
     # Error matching
     "DEFAULT_OOM_CODES",
@@ -23,4 +38,19 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
+]
+
+# Fallback runner
+__all__ += [
+    "AllAttemptsFailedError",
+    "Alternative",
+    "AttemptTimeoutError",
+    "FallbackAttempt",
+    "FallbackEvent",
+    "FallbackHook",
+    "FallbackOutcome",
+    "ResultRejectedError",
+    "Trigger",
+    "earlier_attempts",
+    "with_fallback",
 ]
