@@ -1,5 +1,7 @@
 """Higher-order orchestration patterns over Flyte v2 tasks and plain async callables."""
 
+import logging
+
 from ._errors import (
     DEFAULT_OOM_CODES,
     INTERRUPTS,
@@ -9,9 +11,6 @@ from ._errors import (
     is_interrupt,
     is_out_of_memory,
 )
-from ._memory import format_memory, parse_memory
-
-# Fallback runner
 from ._fallback import (
     AllAttemptsFailedError,
     Alternative,
@@ -25,6 +24,11 @@ from ._fallback import (
     earlier_attempts,
     with_fallback,
 )
+from ._memory import format_memory, parse_memory
+
+# A library adds no handler of its own: the application decides where log records go, and without logging set
+# up Python would otherwise print warnings of the flyte_patterns loggers to stderr.
+logging.getLogger("flyte_patterns").addHandler(logging.NullHandler())
 
 __all__ = [
     # Error matching
@@ -38,10 +42,7 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
-]
-
-# Fallback runner
-__all__ += [
+    # Fallback runner
     "AllAttemptsFailedError",
     "Alternative",
     "AttemptTimeoutError",
