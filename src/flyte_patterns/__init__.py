@@ -1,5 +1,7 @@
 """Higher-order orchestration patterns over Flyte v2 tasks and plain async callables."""
 
+import logging
+
 from ._errors import (
     DEFAULT_OOM_CODES,
     INTERRUPTS,
@@ -8,6 +10,19 @@ from ._errors import (
     flyte_code,
     is_interrupt,
     is_out_of_memory,
+)
+from ._fallback import (
+    AllAttemptsFailedError,
+    Alternative,
+    AttemptTimeoutError,
+    FallbackAttempt,
+    FallbackEvent,
+    FallbackHook,
+    FallbackOutcome,
+    ResultRejectedError,
+    Trigger,
+    earlier_attempts,
+    with_fallback,
 )
 from ._ladder import MemoryLadderWarning, memory_ladder
 from ._memory import format_memory, parse_memory
@@ -19,6 +34,10 @@ from ._oom import (
     SupportsMemoryOverride,
     retry_with_memory,
 )
+
+# A library adds no handler of its own: the application decides where log records go, and without logging set
+# up Python would otherwise print warnings of the flyte_patterns loggers to stderr.
+logging.getLogger("flyte_patterns").addHandler(logging.NullHandler())
 
 __all__ = [
     # Error matching
@@ -41,4 +60,16 @@ __all__ = [
     "SupportsMemoryOverride",
     "memory_ladder",
     "retry_with_memory",
+    # Fallback runner
+    "AllAttemptsFailedError",
+    "Alternative",
+    "AttemptTimeoutError",
+    "FallbackAttempt",
+    "FallbackEvent",
+    "FallbackHook",
+    "FallbackOutcome",
+    "ResultRejectedError",
+    "Trigger",
+    "earlier_attempts",
+    "with_fallback",
 ]
