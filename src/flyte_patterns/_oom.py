@@ -480,42 +480,20 @@ def _merge_task_kwargs(kwargs: dict[str, Any], task_kwargs: Mapping[str, Any] | 
     return {**kwargs, **task_kwargs}
 
 
+_LOG_LEVELS: dict[EventKind, int] = {
+    "attempt": logging.INFO,
+    "succeeded": logging.INFO,
+    "escalated": logging.WARNING,
+    "exhausted": logging.WARNING,
+    "failed": logging.INFO,
+    "cancelled": logging.INFO,
+}
+
+
 def _report(event: MemoryRetryEvent, hook: MemoryRetryHook | None) -> None:
     """Log ``event`` and pass it to ``hook``; an exception from the hook is logged and ignored."""
-    size = format_memory(event.size)
-    error = _describe_error(event.error) if event.error is not None else ""
-    if event.kind == "attempt":
-        logger.info("task %s: attempt %d of %d at %s", event.task_name, event.attempt, len(event.ladder), size)
-    elif event.kind == "succeeded":
-        logger.info("task %s: succeeded at %s on attempt %d", event.task_name, size, event.attempt)
-    elif event.kind == "escalated":
-        next_size = format_memory(event.next_size) if event.next_size is not None else "?"
-        logger.warning(
-            "task %s: ran out of memory at %s on attempt %d (%s); escalating to %s",
-            event.task_name,
-            size,
-            event.attempt,
-            error,
-            next_size,
-        )
-    elif event.kind == "exhausted":
-        logger.warning(
-            "task %s: ran out of memory at the ceiling %s after %d attempts (%s)",
-            event.task_name,
-            size,
-            event.attempt,
-            error,
-        )
-    elif event.kind == "failed":
-        logger.info(
-            "task %s: attempt %d at %s failed with %s, which is not an out-of-memory failure; not retrying",
-            event.task_name,
-            event.attempt,
-            size,
-            error,
-        )
-    else:
-        logger.info("task %s: attempt %d at %s was cancelled (%s)", event.task_name, event.attempt, size, error)
+    if logger.isEnabledFor(_LOG_LEVELS[event.kind]):
+        _log(event)
 
     if hook is None:
         return
@@ -523,6 +501,29 @@ def _report(event: MemoryRetryEvent, hook: MemoryRetryHook | None) -> None:
         hook(event)
     except Exception:
         logger.warning("on_event hook %r raised on a %r event; ignoring it", hook, event.kind, exc_info=True)
+
+
+def _log(event: MemoryRetryEvent) -> None:
+    level = _LOG_LEVELS[event.kind]
+    name, attempt, size = event.task_name, event.attempt, format_memory(event.size)
+    error = _describe_error(event.error) if event.error is not None else ""
+
+    if event.kind == "attempt":
+        logger.log(level, "task %s: attempt %d of %d at %s", name, attempt, len(event.ladder), size)
+    elif event.kind == "succeeded":
+        logger.log(level, "task %s: succeeded at %s on attempt %d", name, size, attempt)
+    elif event.kind == "escalated":
+        next_size = format_memory(event.next_size) if event.next_size is not None else "?"
+        message = "task %s: ran out of memory at %s on attempt %d (%s); escalating to %s"
+        logger.log(level, message, name, size, attempt, error, next_size)
+    elif event.kind == "exhausted":
+        message = "task %s: ran out of memory at the ceiling %s after %d attempts (%s)"
+        logger.log(level, message, name, size, attempt, error)
+    elif event.kind == "failed":
+        message = "task %s: attempt %d at %s failed with %s, which is not an out-of-memory failure; not retrying"
+        logger.log(level, message, name, attempt, size, error)
+    else:
+        logger.log(level, "task %s: attempt %d at %s was cancelled (%s)", name, attempt, size, error)
 
 
 def _describe_error(exc: BaseException) -> str:
