@@ -9,6 +9,12 @@ from ._errors import (
     is_interrupt,
     is_out_of_memory,
 )
+from ._local_memory import (
+    LocalMemoryLimit,
+    enforce_local_memory,
+    is_local_memory_supported,
+    run_with_memory_limit,
+)
 from ._memory import format_memory, parse_memory
 
 __all__ = [
@@ -23,4 +29,9 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
+    # Local memory enforcement
+    "LocalMemoryLimit",
+    "enforce_local_memory",
+    "is_local_memory_supported",
+    "run_with_memory_limit",
 ]
