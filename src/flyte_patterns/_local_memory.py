@@ -38,7 +38,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast, overload
 
 import flyte
 import flyte.errors
@@ -233,6 +233,28 @@ def enforce_local_memory(
     elif not isinstance(config, LocalMemoryLimit):
         raise TypeError(f"config must be a LocalMemoryLimit or None, got {config!r} ({type(config).__name__})")
     return cast(AsyncFunctionTaskTemplate[P, R, F], task.override(plugin_config=config))
+
+
+@overload
+async def run_with_memory_limit(
+    func: Callable[..., Awaitable[R]],
+    /,
+    *args: Any,
+    limit: str | int,
+    config: LocalMemoryLimit | None = None,
+    **kwargs: Any,
+) -> R: ...
+
+
+@overload
+async def run_with_memory_limit(
+    func: Callable[..., R],
+    /,
+    *args: Any,
+    limit: str | int,
+    config: LocalMemoryLimit | None = None,
+    **kwargs: Any,
+) -> R: ...
 
 
 async def run_with_memory_limit(
