@@ -17,6 +17,21 @@ from ._local_memory import (
 )
 from ._memory import format_memory, parse_memory
 
+# Fallback runner
+from ._fallback import (
+    AllAttemptsFailedError,
+    Alternative,
+    AttemptTimeoutError,
+    FallbackAttempt,
+    FallbackEvent,
+    FallbackHook,
+    FallbackOutcome,
+    ResultRejectedError,
+    Trigger,
+    earlier_attempts,
+    with_fallback,
+)
+
 __all__ = [
     # Error matching
     "DEFAULT_OOM_CODES",
@@ -34,4 +49,19 @@ __all__ = [
     "enforce_local_memory",
     "is_local_memory_supported",
     "run_with_memory_limit",
+]
+
+# Fallback runner
+__all__ += [
+    "AllAttemptsFailedError",
+    "Alternative",
+    "AttemptTimeoutError",
+    "FallbackAttempt",
+    "FallbackEvent",
+    "FallbackHook",
+    "FallbackOutcome",
+    "ResultRejectedError",
+    "Trigger",
+    "earlier_attempts",
+    "with_fallback",
 ]
