@@ -9,13 +9,6 @@ from ._errors import (
     is_interrupt,
     is_out_of_memory,
 )
-from ._local_memory import (
-    LocalMemoryLimit,
-    enforce_local_memory,
-    is_local_memory_supported,
-    run_with_memory_limit,
-)
-from ._memory import format_memory, parse_memory
 
 # Fallback runner
 from ._fallback import (
@@ -32,6 +25,17 @@ from ._fallback import (
     with_fallback,
 )
 
+# Local memory enforcement
+from ._local_memory import (
+    LocalMemoryLimit,
+    enforce_local_memory,
+    is_local_memory_supported,
+    run_with_memory_limit,
+)
+
+# Memory quantities
+from ._memory import format_memory, parse_memory
+
 __all__ = [
     # Error matching
     "DEFAULT_OOM_CODES",
@@ -44,11 +48,6 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
-    # Local memory enforcement
-    "LocalMemoryLimit",
-    "enforce_local_memory",
-    "is_local_memory_supported",
-    "run_with_memory_limit",
 ]
 
 # Fallback runner
@@ -64,4 +63,12 @@ __all__ += [
     "Trigger",
     "earlier_attempts",
     "with_fallback",
+]
+
+# Local memory enforcement
+__all__ += [
+    "LocalMemoryLimit",
+    "enforce_local_memory",
+    "is_local_memory_supported",
+    "run_with_memory_limit",
 ]
