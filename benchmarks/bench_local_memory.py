@@ -9,10 +9,10 @@ It prints Markdown tables for ``docs/benchmarks.md``:
 1. Overhead per call: a trivial async function awaited in-process against the same function under
    ``run_with_memory_limit``, and a trivial Flyte task against its ``enforce_local_memory`` copy, both awaited
    from a driver task on the local engine. Baseline and enforced calls alternate, so both see the same machine.
-2. Overshoot: a body allocates past its limit, and the table shows how far past the limit the memory was when the
-   watcher measured it and killed the child, and how far the kernel's high-water mark of the child's resident
-   memory got. The high-water mark also counts file pages the child touched, such as interpreter code, so it
-   overstates the growth by a few MiB.
+2. Overshoot: a body allocates past its limit. "At kill" is how far past the limit the memory was at the
+   measurement that killed the child. "Peak" is the kernel's high-water mark of the child's resident memory above
+   the parent's anonymous memory at the fork. The peak also counts file pages the child touched, such as
+   interpreter code, so it overstates the growth by a few MiB.
 3. Watcher CPU: the parent's CPU time while a child sleeps far below its limit.
 """
 
@@ -89,12 +89,13 @@ async def time_callable_calls(calls: int) -> tuple[list[float], list[float]]:
 def overhead_row(name: str, plain: list[float], enforced: list[float]) -> str:
     plain_ms = [seconds * 1000 for seconds in plain]
     enforced_ms = [seconds * 1000 for seconds in enforced]
-    median_overhead = statistics.median(enforced_ms) - statistics.median(plain_ms)
-    p95_overhead = percentile(enforced_ms, 0.95) - percentile(plain_ms, 0.95)
+    plain_median = statistics.median(plain_ms)
+    enforced_median = statistics.median(enforced_ms)
     return (
-        f"| {name} | {len(plain)} | {statistics.median(plain_ms):.2f} | {percentile(plain_ms, 0.95):.2f} "
-        f"| {statistics.median(enforced_ms):.2f} | {percentile(enforced_ms, 0.95):.2f} "
-        f"| {median_overhead:.2f} | {p95_overhead:.2f} |"
+        f"| {name} | {len(plain)} | {plain_median:.3f} | {percentile(plain_ms, 0.95):.3f} "
+        f"| {enforced_median:.2f} | {percentile(enforced_ms, 0.95):.2f} "
+        f"| {enforced_median - plain_median:.2f} | {percentile(enforced_ms, 0.95) - percentile(plain_ms, 0.95):.2f} "
+        f"| {enforced_median / plain_median:.0f} |"
     )
 
 
@@ -166,9 +167,9 @@ async def main(calls: int, repeats: int) -> None:
 
     print(
         "| calls | n | in-process median ms | in-process p95 ms | enforced median ms | enforced p95 ms "
-        "| overhead median ms | overhead p95 ms |"
+        "| overhead median ms | overhead p95 ms | ratio of medians |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     plain, enforced = await time_callable_calls(calls)
     print(overhead_row("plain async callable", plain, enforced))
     run = await flyte.with_runcontext(name=f"bench-local-memory-{os.getpid()}").run.aio(time_task_calls, calls)
@@ -181,7 +182,7 @@ async def main(calls: int, repeats: int) -> None:
     logger.addHandler(recorder)
     logger.setLevel(logging.INFO)
     print("| allocation | size | limit | kills | at kill, median | at kill, max | peak, median | peak, max |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     trials = [(100 * MB, 50 * MI), (250 * MB, 150 * MI), (500 * MB, 250 * MI), (1000 * MB, 500 * MI)]
     trials.append((1000 * MB, 900 * MI))
     styles: list[tuple[str, Callable[[int], int]]] = [

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import inspect
 import logging
 import os
 import subprocess
 import sys
+import time
 import typing
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +22,7 @@ from flyte._context import internal_ctx
 from flyte.extend import AsyncFunctionTaskTemplate, TaskPluginRegistry, TaskTemplate
 
 from flyte_patterns import LocalMemoryLimit, _forked_child, enforce_local_memory, flyte_code, is_local_memory_supported
-from flyte_patterns._local_memory import _LocalMemoryTask
+from flyte_patterns._local_memory import _local_timeout, _LocalMemoryTask
 
 from .conftest import RunLocal
 
@@ -42,10 +42,16 @@ def no_stray_children() -> Iterator[None]:
     assert left == []
 
 
-def _wait_until_gone(pid: int) -> None:
-    """Wait until a process that is not our child has been killed and reaped by whoever adopted it."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(timeout=5)
+def _wait_until_dead(pid: int) -> None:
+    """Wait until a process that is not our child has died. The process that adopted it reaps it later."""
+    for _ in range(500):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} is still alive")
 
 
 class QuotaExceeded(Exception):
@@ -132,12 +138,19 @@ def _enforced(task: TaskTemplate[typing.Any, typing.Any, typing.Any], **override
     return enforce_local_memory(task.override(**overrides))
 
 
+@env.task
+async def call_allocate_nested(size_mb: int) -> int:
+    size: int = await allocate(size_mb)
+    return size
+
+
 # The drivers pick their child task by name, because task inputs must be serializable.
 ALLOCATE = {
     "plain 250Mi": allocate.override(resources=LIMIT_250MI),
     "enforced 250Mi": _enforced(allocate, resources=LIMIT_250MI),
     "enforced 200Mi-250Mi": _enforced(allocate, resources=LIMIT_TUPLE),
 }
+NESTED = _enforced(call_allocate_nested, resources=LIMIT_250MI)
 RAISE = {
     "plain": raise_kind,
     "enforced": _enforced(raise_kind, resources=LIMIT_250MI),
@@ -168,6 +181,14 @@ def _describe(exc: Exception) -> str:
 async def call_allocate(variant: str, size_mb: int) -> str:
     try:
         return f"returned {await ALLOCATE[variant](size_mb)}"
+    except Exception as exc:
+        return _describe(exc)
+
+
+@env.task
+async def call_nested(size_mb: int) -> str:
+    try:
+        return f"returned {await NESTED(size_mb)}"
     except Exception as exc:
         return _describe(exc)
 
@@ -268,10 +289,25 @@ async def allocate_in_limited_env(size_mb: int) -> int:
     return len(block)
 
 
+reusable_env = flyte.TaskEnvironment(
+    name="flyte_patterns_test_local_memory_reusable",
+    resources=LIMIT_250MI,
+    reusable=flyte.ReusePolicy(replicas=1),
+    plugin_config=LocalMemoryLimit(),
+)
+
+
+@reusable_env.task
+async def allocate_in_reusable_env(size_mb: int) -> int:
+    block = bytearray(size_mb * MB)
+    return len(block)
+
+
 @env.task
-async def call_allocate_in_limited_env(size_mb: int) -> str:
+async def call_allocate_in_limited_env(size_mb: int, reusable: bool) -> str:
+    task = allocate_in_reusable_env if reusable else allocate_in_limited_env
     try:
-        return f"returned {await allocate_in_limited_env(size_mb)}"
+        return f"returned {await task(size_mb)}"
     except Exception as exc:
         return _describe(exc)
 
@@ -300,16 +336,24 @@ async def test_task_within_limit_returns_value(run_local: RunLocal) -> None:
     assert await run_local(call_allocate, "enforced 250Mi", 50) == f"returned {50 * MB}"
 
 
-async def test_environment_plugin_config_enforces_limit(run_local: RunLocal) -> None:
+@pytest.mark.parametrize("reusable", [False, True])
+async def test_environment_plugin_config_enforces_limit(run_local: RunLocal, reusable: bool) -> None:
     assert isinstance(allocate_in_limited_env, _LocalMemoryTask)
-    assert await run_local(call_allocate_in_limited_env, 600) == "OOMError OOMKilled"
-    assert await run_local(call_allocate_in_limited_env, 20) == f"returned {20 * MB}"
+    assert isinstance(allocate_in_reusable_env, _LocalMemoryTask)
+    assert await run_local(call_allocate_in_limited_env, 600, reusable) == "OOMError OOMKilled"
+    assert await run_local(call_allocate_in_limited_env, 20, reusable) == f"returned {20 * MB}"
 
 
 async def test_body_runs_in_child_only_with_limit(run_local: RunLocal) -> None:
     assert await run_local(call_own_pid, "plain") == os.getpid()
     assert await run_local(call_own_pid, "enforced without limit") == os.getpid()
     assert await run_local(call_own_pid, "enforced 250Mi") != os.getpid()
+
+
+async def test_nested_task_runs_inside_child(run_local: RunLocal) -> None:
+    assert await run_local(call_nested, 20) == f"returned {20 * MB}"
+    # The nested task runs in the child's copy of the local engine, so its memory counts against the limit.
+    assert await run_local(call_nested, 600) == "OOMError OOMKilled"
 
 
 @pytest.mark.parametrize(("mode", "in_child"), [("local", True), ("remote", False), ("hybrid", False)])
@@ -354,6 +398,31 @@ async def test_timeout_kills_child(run_local: RunLocal, variant: str, expected: 
     assert await run_local(call_sleep, variant, 0.01) == "done"
 
 
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        (None, None),
+        (0, None),
+        (timedelta(0), None),
+        (5, ("max_runtime", 5.0, flyte.errors.MaxRuntimeExceededError)),
+        (timedelta(milliseconds=250), ("max_runtime", 0.25, flyte.errors.MaxRuntimeExceededError)),
+        (flyte.Timeout(max_queued_time=timedelta(seconds=5)), None),
+        (flyte.Timeout(max_runtime=10, deadline=5), ("deadline", 5.0, flyte.errors.DeadlineExceededError)),
+        (
+            flyte.Timeout(max_runtime=timedelta(seconds=2), deadline=0),
+            ("max_runtime", 2.0, flyte.errors.MaxRuntimeExceededError),
+        ),
+    ],
+)
+def test_local_timeout_bound(timeout: object, expected: tuple[str, float, type[Exception]] | None) -> None:
+    bound = _local_timeout(timeout)
+    if expected is None:
+        assert bound is None
+    else:
+        assert bound is not None
+        assert (bound.name, bound.seconds, bound.error) == expected
+
+
 async def test_unpicklable_result_is_clear_error(run_local: RunLocal) -> None:
     seen = await run_local(call_return_lambda)
     assert seen.startswith("RuntimeUserError TypeError: the result of task ")
@@ -370,8 +439,8 @@ async def test_cancel_kills_and_reaps_child(run_local: RunLocal) -> None:
     assert seen["cancelled"] is True
     # The cancellation reached the driver only after the child was killed and reaped.
     assert seen["child_exists_after"] is False
-    # The grandchild was killed with the child's process group; whoever adopted it reaps it.
-    _wait_until_gone(int(seen["grandchild_pid"]))
+    # The grandchild was killed with the child's process group, and the process that adopted it reaps it.
+    _wait_until_dead(int(seen["grandchild_pid"]))
 
 
 async def test_cancel_of_whole_run_kills_child(run_local: RunLocal) -> None:
@@ -394,7 +463,7 @@ async def test_cancel_of_whole_run_kills_child(run_local: RunLocal) -> None:
             break
         await asyncio.sleep(0.01)
     assert not psutil.pid_exists(child_pid)
-    _wait_until_gone(grandchild_pid)
+    _wait_until_dead(grandchild_pid)
 
 
 # ---------------------------------------------------------------- platforms

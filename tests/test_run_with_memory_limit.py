@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import flyte
@@ -31,10 +31,16 @@ def no_stray_children() -> Iterator[None]:
     assert left == []
 
 
-def _wait_until_gone(pid: int) -> None:
-    """Wait until a process that is not our child has been killed and reaped by whoever adopted it."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(timeout=5)
+def _wait_until_dead(pid: int) -> None:
+    """Wait until a process that is not our child has died. The process that adopted it reaps it later."""
+    for _ in range(500):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} is still alive")
 
 
 async def allocate(size_mb: int) -> int:
@@ -104,8 +110,7 @@ async def test_background_process_is_killed_on_return() -> None:
         return process.pid
 
     pid = await run_with_memory_limit(start_sleep, limit="250Mi")
-    _wait_until_gone(pid)
-    assert not psutil.pid_exists(pid)
+    _wait_until_dead(pid)
 
 
 async def test_works_without_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,7 +248,7 @@ async def test_cancellation_kills_and_reaps_child() -> None:
         await call
 
     assert not psutil.pid_exists(child_pid)
-    _wait_until_gone(grandchild_pid)
+    _wait_until_dead(grandchild_pid)
 
 
 async def test_wait_for_timeout_kills_child() -> None:

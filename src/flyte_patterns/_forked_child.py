@@ -7,7 +7,7 @@ Life of one call:
 
 1. The parent records its own anonymous memory (``RssAnon`` plus ``RssShmem`` from ``/proc/self/status``), starts
    a watcher thread, forks, and the child moves into a process group of its own.
-2. The child asks the kernel to kill it when its parent dies (``PR_SET_PDEATHSIG``), sets the requested
+2. The child sets ``PR_SET_PDEATHSIG``, so the kernel kills it if the parent dies. It sets the requested
    environment variables, runs the body on a new event loop, writes the result or the exception to a pipe, and
    leaves with ``os._exit``.
 3. The watcher thread waits on the child's pidfd and on the pipe with ``poll(2)``, so it wakes as soon
@@ -59,7 +59,7 @@ KillReason = Literal["memory", "timeout", "cancelled"]
 # The watcher assumes no process grows faster than this, in bytes per second. It waits at most
 # headroom / _MAX_GROWTH_RATE between two measurements, so a body growing slower cannot pass the limit unseen
 # by more than one short interval. One thread filling fresh pages grows by about 1.5 GiB/s on the 2-core
-# machine in docs/benchmarks.md; the bound leaves room for faster machines and several threads.
+# machine in docs/benchmarks.md, so the bound leaves room for faster machines and several threads.
 _MAX_GROWTH_RATE = 16 * 2**30
 
 # Without a pidfd the watcher checks for the child's exit at least this often, in seconds.
@@ -99,8 +99,8 @@ class ChildSettings:
         memory_limit: Bytes the body may add before the child is killed.
         timeout: Seconds the child may run before it is killed, or ``None`` for no limit.
         env_vars: Environment variables set in the child before the body runs.
-        poll_interval: Shortest time in seconds between two memory measurements.
-        max_poll_interval: Longest time in seconds between two memory measurements.
+        poll_interval: Minimum time in seconds between two memory measurements.
+        max_poll_interval: Maximum time in seconds between two memory measurements.
         label: What the child runs, for messages and logs.
     """
 
@@ -118,7 +118,7 @@ class ChildTimeoutError(Exception):
 
 @dataclass(frozen=True)
 class _ChildExit:
-    """What the watcher saw of one child, from the fork to the reaping."""
+    """The watcher's record of one child, from the fork to the reaping."""
 
     report: tuple[bytes, memoryview] | None
     kill_reason: KillReason | None
@@ -446,7 +446,7 @@ class _Watcher:
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             self._error = exc
         with contextlib.suppress(RuntimeError):
-            # RuntimeError: the loop is closed, so nobody is waiting any more.
+            # RuntimeError: the loop is closed, so no coroutine awaits the child any more.
             loop.call_soon_threadsafe(self.finished.set)
 
     def _watch(self) -> _ChildExit:

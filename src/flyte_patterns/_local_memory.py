@@ -27,7 +27,7 @@ created, not when ``flyte_patterns`` is imported: no task can use the plugin bef
 the library changes no global state.
 
 Enforcement needs Linux (fork, ``/proc`` and pidfd). On other platforms an enforced local run raises
-``NotImplementedError``, and :func:`is_local_memory_supported` tells callers in advance.
+``NotImplementedError``, and :func:`is_local_memory_supported` returns whether enforcement works here.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class LocalMemoryLimit:
     16 GiB/s would take to reach the limit.
 
     Attributes:
-        poll_interval: Shortest time in seconds between two memory measurements, used near the limit. Shorter
+        poll_interval: Minimum time in seconds between two memory measurements, used near the limit. Shorter
             intervals catch fast growth closer to the limit and cost more CPU in the parent.
-        max_poll_interval: Longest time in seconds between two memory measurements, used far below the limit.
+        max_poll_interval: Maximum time in seconds between two memory measurements, used far below the limit.
     """
 
     poll_interval: float = 0.001
@@ -86,6 +86,9 @@ class LocalMemoryLimit:
                 f"max_poll_interval must be at least poll_interval ({self.poll_interval!r}), "
                 f"got {self.max_poll_interval!r}"
             )
+        # Store plain floats, so an int or a timedelta that check_seconds accepted compares and prints the same.
+        object.__setattr__(self, "poll_interval", poll_interval)
+        object.__setattr__(self, "max_poll_interval", max_poll_interval)
         _register_plugin()
 
 
@@ -165,11 +168,10 @@ def _local_timeout(timeout: object) -> _TimeoutBound | None:
     run, which never queues.
     """
     if isinstance(timeout, flyte.Timeout):
-        bounds = [
-            _TimeoutBound("max_runtime", seconds, flyte.errors.MaxRuntimeExceededError)
-            for seconds in [_seconds(timeout.max_runtime)]
-            if seconds is not None
-        ]
+        bounds: list[_TimeoutBound] = []
+        max_runtime = _seconds(timeout.max_runtime)
+        if max_runtime is not None:
+            bounds.append(_TimeoutBound("max_runtime", max_runtime, flyte.errors.MaxRuntimeExceededError))
         # NOTE: Flyte counts the deadline across all attempts. Locally each attempt gets the whole deadline, so
         # an attempt never runs past it but retries together can.
         deadline = _seconds(timeout.deadline)
