@@ -104,6 +104,39 @@ async def test_descendant_memory_counts() -> None:
         await run_with_memory_limit(run_python, limit="250Mi")
 
 
+async def test_descendant_memory_counts_when_first_seen_late() -> None:
+    # The first measurement comes after a second, when the subprocess has long finished allocating. Its memory
+    # still counts, because it shares none of it with another process.
+    script = f"block = bytearray({400 * MB}); print('allocated', flush=True); import time; time.sleep(30)"
+
+    async def run_python() -> int:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+        assert process.stdout is not None
+        assert await process.stdout.readline() == b"allocated\n"
+        return await process.wait()
+
+    config = LocalMemoryLimit(poll_interval=1.0, max_poll_interval=1.0)
+    with pytest.raises(flyte.errors.OOMError):
+        await run_with_memory_limit(run_python, limit="250Mi", config=config)
+
+
+async def test_forked_descendant_counts_only_growth() -> None:
+    # A descendant forked without exec shares the child's pages, which the child already counts.
+    def fork_and_wait() -> int:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.3)
+            os._exit(0)
+        return os.waitpid(pid, 0)[1]
+
+    ballast = bytearray(200 * MB)
+    try:
+        status = await run_with_memory_limit(fork_and_wait, limit="150Mi")
+    finally:
+        del ballast
+    assert status == 0
+
+
 async def test_background_process_is_killed_on_return() -> None:
     async def start_sleep() -> int:
         process = await asyncio.create_subprocess_exec("sleep", "60")
@@ -258,7 +291,7 @@ async def test_wait_for_timeout_kills_child() -> None:
 
 async def test_second_cancel_still_reaps_child() -> None:
     call = asyncio.create_task(run_with_memory_limit(asyncio.sleep, 30, limit="250Mi"))
-    # One turn of the loop runs the call up to its wait for the child; the second cancellation arrives while
+    # One turn of the loop runs the call up to its wait for the child. The second cancellation arrives while
     # the first is waiting for the killed child to be reaped.
     await asyncio.sleep(0)
     call.cancel()

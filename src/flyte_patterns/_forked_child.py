@@ -11,15 +11,16 @@ Life of one call:
    environment variables, runs the body on a new event loop, writes the result or the exception to a pipe, and
    leaves with ``os._exit``.
 3. The watcher thread waits on the child's pidfd and on the pipe with ``poll(2)``, so it wakes as soon
-   as the child exits or writes, and reads the pipe while the child is still writing, so a large result cannot
+   as the child exits or writes. It reads the pipe while the child is still writing, so a large result cannot
    fill the pipe and deadlock. Between wake-ups it measures the child's memory and kills the process group when
    the memory passes the limit or the deadline passes.
 4. Once the child has exited, but before it is reaped, the watcher kills whatever is left of its process group, so
    no process the body started outlives it. Then it reaps the child with ``wait4``.
 
 Memory is measured as what the body added: the child's ``RssAnon + RssShmem`` above the parent's value at the
-fork, plus the same for every descendant above the least it was seen using. The pages a forked child shares with
-its parent at the start count only once, so a child forked from a large process does not start near its limit. See
+fork, plus the same for every descendant above the anonymous memory it shared with other processes when the
+watcher first saw it, or above the least it was seen using if that is lower. Pages a forked process shares with its
+parent count only once, so a child forked from a large process does not start near its limit. See
 ``docs/local-memory.md`` for how this compares with the cgroup accounting Kubernetes uses.
 """
 
@@ -93,7 +94,7 @@ def check_supported() -> None:
 
 @dataclass(frozen=True)
 class ChildSettings:
-    """What one child process runs under.
+    """Limits and environment of one child process.
 
     Attributes:
         memory_limit: Bytes the body may add before the child is killed.
@@ -341,6 +342,26 @@ def _read_memory(pid: int | str) -> int | None:
     return anonymous + shared
 
 
+def _shared_anonymous_memory(pid: int) -> int:
+    """Return the anonymous memory a process shares with others, such as the parent it was forked from.
+
+    ``/proc/<pid>/smaps_rollup`` walks the whole address space, which takes milliseconds for a large process, so
+    the watcher reads it once per descendant. It returns 0 when the file cannot be read, which counts the whole
+    process against the limit.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup_file:
+            rollup = rollup_file.read()
+    except OSError:
+        return 0
+    anonymous = _status_field(rollup, b"Anonymous:")
+    # Private_Dirty also counts a few file-backed pages, so this estimate errs towards counting too much.
+    private = _status_field(rollup, b"Private_Dirty:")
+    if anonymous is None or private is None:
+        return 0
+    return max(0, anonymous - private)
+
+
 def _status_field(status: bytes, name: bytes) -> int | None:
     start = status.find(name)
     if start < 0:
@@ -542,7 +563,10 @@ class _Watcher:
             seen.add(pid)
             descendant_memory = _read_memory(pid)
             if descendant_memory is not None:
-                baseline = min(self._descendant_baselines.get(pid, descendant_memory), descendant_memory)
+                baseline = self._descendant_baselines.get(pid)
+                if baseline is None:
+                    baseline = _shared_anonymous_memory(pid)
+                baseline = min(baseline, descendant_memory)
                 self._descendant_baselines[pid] = baseline
                 used += descendant_memory - baseline
             pending.extend(_direct_children(pid))
