@@ -163,23 +163,22 @@ async def run_in_child(body: Callable[[], Awaitable[T] | T], settings: ChildSett
         _child_main(body, settings, read_fd, write_fd, set_death_signal)
 
     os.close(write_fd)
-    with contextlib.suppress(OSError):
-        # The child does the same; doing it here too means the group exists before anything tries to kill it.
-        os.setpgid(pid, pid)
-    watcher.attach(pid)
-    logger.debug(
-        "started child %d for %s with a memory limit of %s",
-        pid,
-        settings.label,
-        format_memory(settings.memory_limit),
-    )
-
     try:
+        with contextlib.suppress(OSError):
+            # The child does the same. Doing it here too means the group exists before anything tries to kill it.
+            os.setpgid(pid, pid)
+        watcher.attach(pid)
+        logger.debug(
+            "started child %d for %s with a memory limit of %s",
+            pid,
+            settings.label,
+            format_memory(settings.memory_limit),
+        )
         await watcher.finished.wait()
     except BaseException:
         watcher.kill("cancelled")
         await _wait_despite_cancellation(watcher)
-        logger.debug("killed child %d of %s because its caller was cancelled", pid, settings.label)
+        logger.debug("killed child %d of %s because its caller was cancelled or failed", pid, settings.label)
         raise
     return cast(T, _outcome(watcher.result(), settings, pid))
 
@@ -421,10 +420,13 @@ class _Watcher:
         """Let the watcher thread watch the child ``pid``. Call it right after the fork."""
         self.pid = pid
         self._started_at = time.monotonic()
-        with contextlib.suppress(OSError, AttributeError):
-            self._pidfd = os.pidfd_open(pid)
-        os.set_blocking(self._read_fd, False)
-        self._attached.set()
+        try:
+            with contextlib.suppress(OSError, AttributeError):
+                self._pidfd = os.pidfd_open(pid)
+            os.set_blocking(self._read_fd, False)
+        finally:
+            # Whatever failed here, the thread must run, because it is what kills and reaps the child.
+            self._attached.set()
 
     def abandon(self) -> None:
         """Stop the watcher thread when the fork failed and there is no child to watch."""
