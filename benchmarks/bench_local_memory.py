@@ -24,11 +24,13 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import flyte
 import psutil
@@ -175,8 +177,13 @@ async def main(calls: int, repeats: int) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     plain, enforced = await time_callable_calls(calls)
     print(overhead_row("plain async callable", plain, enforced))
-    run = await flyte.with_runcontext(name=f"bench-local-memory-{os.getpid()}").run.aio(time_task_calls, calls)
-    task_plain, task_enforced = run.outputs()[0]
+    run_name = f"bench-local-memory-{os.getpid()}"
+    try:
+        run = await flyte.with_runcontext(name=run_name).run.aio(time_task_calls, calls)
+        task_plain, task_enforced = run.outputs()[0]
+    finally:
+        # Flyte 2.12 keeps each local run's metadata under this folder after the run.
+        shutil.rmtree(Path("/tmp/flyte/metadata") / run_name, ignore_errors=True)
     print(overhead_row("Flyte task from a driver", task_plain, task_enforced))
     # The kernel copies the parent's page tables at each fork, so a larger parent forks more slowly.
     ballast = bytearray(GI)
