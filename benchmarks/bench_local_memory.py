@@ -13,7 +13,7 @@ It prints Markdown tables for ``docs/benchmarks.md``:
    measurement that killed the child. "Peak" is the kernel's high-water mark of the child's resident memory above
    the parent's anonymous memory at the fork. The peak also counts file pages the child touched, such as
    interpreter code, so it overstates the growth by a few MiB.
-   The plain callable is timed a second time while the parent holds 1 GiB more, because fork time grows with the
+   The plain callable is timed a second time with 1 GiB more allocated in the parent, because fork time grows with the
    parent's resident memory.
 3. Watcher CPU: the parent's CPU time while a child sleeps far below its limit.
 """
@@ -182,8 +182,9 @@ async def main(calls: int, repeats: int) -> None:
         run = await flyte.with_runcontext(name=run_name).run.aio(time_task_calls, calls)
         task_plain, task_enforced = run.outputs()[0]
     finally:
-        # Flyte 2.12 keeps each local run's metadata under this folder after the run.
-        shutil.rmtree(Path("/tmp/flyte/metadata") / run_name, ignore_errors=True)
+        # Flyte 2.12 keeps each local run's metadata and raw data under these folders after the run.
+        for folder in ("metadata", "raw_data"):
+            shutil.rmtree(Path("/tmp/flyte") / folder / run_name, ignore_errors=True)
     print(overhead_row("Flyte task from a driver", task_plain, task_enforced))
     # The kernel copies the parent's page tables at each fork, so a larger parent forks more slowly.
     ballast = bytearray(GI)
