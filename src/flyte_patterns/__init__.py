@@ -25,6 +25,12 @@ from ._fallback import (
     with_fallback,
 )
 from ._ladder import MemoryLadderWarning, memory_ladder
+from ._local_memory import (
+    LocalMemoryLimit,
+    enforce_local_memory,
+    is_local_memory_supported,
+    run_with_memory_limit,
+)
 from ._memory import format_memory, parse_memory
 from ._oom import (
     MemoryAttempt,
@@ -72,4 +78,9 @@ __all__ = [
     "Trigger",
     "earlier_attempts",
     "with_fallback",
+    # Local memory enforcement
+    "LocalMemoryLimit",
+    "enforce_local_memory",
+    "is_local_memory_supported",
+    "run_with_memory_limit",
 ]
