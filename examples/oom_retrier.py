@@ -1,4 +1,4 @@
-"""Climb a memory ladder on the local engine until a task that needs about 900 MB succeeds.
+"""Climb a memory ladder on the local engine until a task that allocates about 900 MB succeeds.
 
 Run by hand with ``.venv/bin/python examples/oom_retrier.py`` (it is not part of ``make demo``). It needs about
 1 GiB of free memory.
@@ -10,14 +10,17 @@ succeeds at the 1Gi ceiling, which a ladder that stopped below the ceiling would
 
 from __future__ import annotations
 
+import logging
+
 import flyte
 
 from flyte_patterns import MemoryRetryEvent, format_memory, retry_with_memory
 
 env = flyte.TaskEnvironment(name="flyte_patterns_oom_example")
 
-# 900 MB is about 858Mi: more than 850Mi, and less than 1Gi with room for the Python interpreter itself.
-ALLOCATION_BYTES = 900 * 10**6
+# 900Mi, about 944 MB, is more than 850Mi and less than 1Gi. Locally the limit applies to the memory the task adds,
+# not to the Python interpreter it was forked from. On Kubernetes it applies to the whole container.
+ALLOCATION_BYTES = 900 * 2**20
 
 
 @env.task
@@ -50,6 +53,7 @@ async def pipeline(size_bytes: int) -> str:
 
 
 if __name__ == "__main__":
-    flyte.init()
+    # Flyte logs every failed attempt with its traceback; the events printed above tell the same story in brief.
+    flyte.init(log_level=logging.CRITICAL)
     run = flyte.run(pipeline, ALLOCATION_BYTES)
     print(run.outputs()[0])

@@ -13,25 +13,31 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import flyte
 import flyte.errors
+import psutil
 import pytest
+from flyte.extend import AsyncFunctionTaskTemplate, TaskPluginRegistry
 
 import flyte_patterns._oom as oom_module
 from flyte_patterns import (
+    LocalMemoryLimit,
     MemoryAttempt,
     MemoryLadderExhaustedError,
     MemoryLadderWarning,
     MemoryRetryEvent,
+    flyte_code,
     format_memory,
     is_out_of_memory,
+    memory_limited,
     parse_memory,
     retry_with_memory,
 )
+from flyte_patterns._local_memory import _LocalMemoryTask
 from tests.conftest import RunLocal
 
 MI, GI = 2**20, 2**30
@@ -530,11 +536,11 @@ class RecordingTask:
         return template
 
 
-async def _attempt_templates(task: Any, **options: Any) -> list[Any]:
-    """Run ``task`` through two sizes, 550Mi and 1Gi, and return the two overridden templates."""
+async def _attempt_templates(task: Any, *, enforce_locally: bool = False, **options: Any) -> list[Any]:
+    """Run ``task`` through two sizes, 550Mi and 1Gi, and return the two templates its ``override`` returned."""
     recorder = RecordingTask(task)
     with pytest.raises(MemoryLadderExhaustedError):
-        await retry_with_memory(recorder, "x", sizes=["550Mi", "1Gi"], enforce_locally=False, **options)
+        await retry_with_memory(recorder, "x", sizes=["550Mi", "1Gi"], enforce_locally=enforce_locally, **options)
     return recorder.templates
 
 
@@ -851,3 +857,228 @@ async def drive_reusable(text: str) -> str:
 @pytest.mark.flyte
 async def test_real_reusable_task(run_local: RunLocal) -> None:
     assert await run_local(drive_reusable, "hello") == "hello"
+
+
+# ---------------------------------------------------------------- local memory enforcement
+
+MIB = 2**20
+
+
+@pytest.fixture
+def no_stray_children() -> Iterator[None]:
+    """Fail a test that leaves a child process of the test process behind, running or zombie."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    left = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    assert left == []
+
+
+@env_without_resources.task
+async def allocate_mib(size_mib: int) -> int:
+    # bytearray() zero-fills its buffer, so every page is resident.
+    block = bytearray(size_mib * MIB)
+    return len(block)
+
+
+@env_without_resources.task
+async def climb_ladder(size_mib: int, sizes: list[str], enforce_locally: bool) -> str:
+    """Run allocate_mib through retry_with_memory and return what happened at each size, as JSON."""
+    seen: list[MemoryRetryEvent] = []
+    outcome: dict[str, Any] = {}
+    try:
+        outcome["result"] = await retry_with_memory(
+            allocate_mib, size_mib, sizes=sizes, enforce_locally=enforce_locally, on_event=seen.append
+        )
+    except MemoryLadderExhaustedError as exc:
+        outcome["exhausted"] = [format_memory(size) for size in exc.sizes]
+    outcome["steps"] = [
+        [event.kind, format_memory(event.size), flyte_code(event.error) if event.error is not None else None]
+        for event in seen
+        if event.kind != "attempt"
+    ]
+    return json.dumps(outcome)
+
+
+@env_without_resources.task
+async def reference_pipeline(size_mib: int) -> str:
+    """Make the flyte-sdk example's call on allocate_mib, and return the result and each ending event, as JSON."""
+    seen: list[MemoryRetryEvent] = []
+    allocated = await retry_with_memory(
+        allocate_mib, size_mib, initial_memory="250Mi", increment="300Mi", max_memory="1Gi", on_event=seen.append
+    )
+    steps = [
+        f"{event.kind} {format_memory(event.size)} {flyte_code(event.error) if event.error else None}"
+        for event in seen
+        if event.kind != "attempt"
+    ]
+    return json.dumps({"allocated": allocated, "steps": steps})
+
+
+@pytest.mark.flyte
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_stray_children")
+async def test_reference_ladder_end_to_end(run_local: RunLocal) -> None:
+    # 900Mi (about 944 MB) runs out of memory at 250Mi, 550Mi and 850Mi and fits at the 1Gi ceiling. Locally the
+    # limit applies to the memory the task adds, not to the interpreter it was forked from.
+    outcome = json.loads(await run_local(reference_pipeline, 900))
+
+    assert outcome["allocated"] == 900 * MIB
+    assert outcome["steps"] == [
+        "escalated 250Mi OOMKilled",
+        "escalated 550Mi OOMKilled",
+        "escalated 850Mi OOMKilled",
+        "succeeded 1Gi None",
+    ]
+
+
+@pytest.mark.flyte
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_stray_children")
+async def test_ladder_below_ceiling_never_succeeds(run_local: RunLocal) -> None:
+    # The same task with a ladder that stops at 850Mi, as one that never tries its ceiling would.
+    outcome = json.loads(await run_local(climb_ladder, 900, ["250Mi", "550Mi", "850Mi"], True))
+
+    assert outcome["exhausted"] == ["250Mi", "550Mi", "850Mi"]
+    assert outcome["steps"][-1] == ["exhausted", "850Mi", "OOMKilled"]
+
+
+@pytest.mark.flyte
+@pytest.mark.usefixtures("no_stray_children")
+async def test_enforced_locally_by_default(run_local: RunLocal) -> None:
+    outcome = json.loads(await run_local(climb_ladder, 100, ["50Mi", "200Mi"], True))
+
+    assert outcome["result"] == 100 * MIB
+    assert outcome["steps"] == [["escalated", "50Mi", "OOMKilled"], ["succeeded", "200Mi", None]]
+
+
+@pytest.mark.flyte
+@pytest.mark.usefixtures("no_stray_children")
+async def test_enforcement_opt_out(run_local: RunLocal) -> None:
+    # Flyte's local engine ignores resources, so without enforcement the first size succeeds.
+    outcome = json.loads(await run_local(climb_ladder, 100, ["50Mi", "200Mi"], False))
+
+    assert outcome["result"] == 100 * MIB
+    assert outcome["steps"] == [["succeeded", "50Mi", None]]
+
+
+def test_attempt_is_enforced_copy() -> None:
+    plan = oom_module._AttemptPlan.build(exhaust, (GI,), cpu=None, enforce_locally=True)
+
+    runner, resources = plan.attempt(GI)
+
+    assert isinstance(runner, _LocalMemoryTask)
+    assert runner.plugin_config == LocalMemoryLimit()
+    assert runner.resources == resources
+    assert resources is not None
+    assert resources.memory == ("1Gi", "1Gi")
+    assert runner.short_name == "exhaust-mem-1Gi"
+    assert exhaust.plugin_config is None
+
+
+@pytest.mark.flyte
+@pytest.mark.usefixtures("no_stray_children")
+async def test_unsupported_platform_runs_unenforced(
+    run_local: RunLocal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(oom_module, "is_local_memory_supported", lambda: False)
+    monkeypatch.setattr(oom_module, "_warned_unsupported_platform", False)
+
+    first = json.loads(await run_local(climb_ladder, 100, ["50Mi", "200Mi"], True))
+    second = json.loads(await run_local(climb_ladder, 100, ["50Mi", "200Mi"], True))
+
+    assert first["steps"] == [["succeeded", "50Mi", None]]
+    assert second["steps"] == [["succeeded", "50Mi", None]]
+    warnings = [record for record in caplog.records if "needs Linux" in record.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+
+
+@dataclass(frozen=True)
+class OtherPluginConfig:
+    """The config of a task plugin other than the local memory enforcement."""
+
+
+@dataclass(kw_only=True)
+class OtherPluginTask(AsyncFunctionTaskTemplate[Any, Any, Any]):
+    """A task class of another plugin, which the local memory enforcement cannot convert."""
+
+
+TaskPluginRegistry.register(OtherPluginConfig, OtherPluginTask)
+other_plugin_env = flyte.TaskEnvironment(name="flyte_patterns_test_oom_other_plugin", plugin_config=OtherPluginConfig())
+
+
+@other_plugin_env.task
+async def exhaust_other_plugin(text: str) -> str:
+    raise MemoryError(text)
+
+
+async def test_other_plugin_task_runs_unenforced(caplog: pytest.LogCaptureFixture) -> None:
+    templates = await _attempt_templates(exhaust_other_plugin, enforce_locally=True)
+
+    assert [type(template) for template in templates] == [OtherPluginTask, OtherPluginTask]
+    assert [template.plugin_config for template in templates] == [OtherPluginConfig(), OtherPluginConfig()]
+    warnings = [record for record in caplog.records if "cannot be enforced" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "is a OtherPluginTask" in warnings[0].getMessage()
+
+
+# ---------------------------------------------------------------- memory_limited
+
+
+async def allocate_mb(size_mb: int) -> int:
+    block = bytearray(size_mb * 10**6)
+    return len(block)
+
+
+@pytest.mark.usefixtures("no_stray_children")
+async def test_memory_limited_callable_climbs(events: list[MemoryRetryEvent]) -> None:
+    result = await retry_with_memory(memory_limited(allocate_mb), 100, sizes=["50Mi", "200Mi"], on_event=events.append)
+
+    assert result == 100 * 10**6
+    steps = [(event.kind, format_memory(event.size)) for event in events if event.kind != "attempt"]
+    assert steps == [("escalated", "50Mi"), ("succeeded", "200Mi")]
+    assert isinstance(events[1].error, flyte.errors.OOMError)
+    assert flyte_code(events[1].error) == "OOMKilled"
+    assert events[0].task_name == "allocate_mb"
+    assert events[0].resources == flyte.Resources(memory=("50Mi", "50Mi"))
+
+
+@pytest.mark.usefixtures("no_stray_children")
+async def test_memory_limited_sync_callable() -> None:
+    def allocate_sync(size_mb: int, *, times: int) -> int:
+        return len(bytearray(size_mb * 10**6)) * times
+
+    result = await retry_with_memory(memory_limited(allocate_sync), 10, sizes=["50Mi"], times=2)
+
+    assert result == 20 * 10**6
+
+
+@pytest.mark.usefixtures("no_stray_children")
+async def test_memory_limited_exhausts_ceiling() -> None:
+    with pytest.raises(MemoryLadderExhaustedError) as caught:
+        await retry_with_memory(memory_limited(allocate_mb, config=LocalMemoryLimit()), 100, sizes=["20Mi", "50Mi"])
+
+    assert caught.value.sizes == (20 * MIB, 50 * MIB)
+    assert caught.value.code == "OOMKilled"
+
+
+@pytest.mark.parametrize(
+    ("func", "config", "pattern"),
+    [
+        (exhaust, None, "func must be a plain callable, got the Flyte task 'flyte_patterns_test_oom.exhaust'"),
+        (42, None, "func must be a task or an async callable, got 42"),
+        (allocate_mb, "fast", "config must be a LocalMemoryLimit or None, got 'fast'"),
+    ],
+)
+def test_memory_limited_rejects_bad_input(func: Any, config: Any, pattern: str) -> None:
+    with pytest.raises(TypeError, match=pattern):
+        memory_limited(func, config=config)
+
+
+def test_memory_limited_closes_coroutine() -> None:
+    coroutine = allocate_mb(1)
+
+    with pytest.raises(TypeError, match="coroutine object"):
+        memory_limited(coroutine)  # type: ignore[call-overload]
+
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED

@@ -35,9 +35,11 @@ from ._memory import format_memory, parse_memory
 from ._oom import (
     MemoryAttempt,
     MemoryLadderExhaustedError,
+    MemoryLimited,
     MemoryRetryEvent,
     MemoryRetryHook,
     SupportsMemoryOverride,
+    memory_limited,
     retry_with_memory,
 )
 
@@ -61,10 +63,12 @@ __all__ = [
     "MemoryAttempt",
     "MemoryLadderExhaustedError",
     "MemoryLadderWarning",
+    "MemoryLimited",
     "MemoryRetryEvent",
     "MemoryRetryHook",
     "SupportsMemoryOverride",
     "memory_ladder",
+    "memory_limited",
     "retry_with_memory",
     # Fallback runner
     "AllAttemptsFailedError",

@@ -26,13 +26,14 @@ runs it again at the next size. The exact semantics:
   out-of-memory error. It subclasses ``flyte.errors.OOMError``, lists every size tried in its message and carries
   the attempts as :class:`MemoryAttempt` records.
 * **Local runs.** Flyte's local engine ignores ``resources``. With ``enforce_locally=True`` (the default) each
-  attempt of a Flyte task goes through the local memory enforcement, which runs the task body in a child process
-  that is killed when it passes the size, so the ladder behaves as on a cluster. On a cluster the enforcement does
-  nothing and Kubernetes enforces the limit.
+  attempt of a Flyte task goes through :func:`~flyte_patterns.enforce_local_memory`, which runs the task body in a
+  forked child process that is killed when the memory it adds passes the size, so the ladder behaves as on a
+  cluster. On a cluster the enforced copy does nothing more than the task, and Kubernetes enforces the limit. Off
+  Linux, and for a task of another plugin, attempts run unenforced and a warning is logged.
 * **Plain callables.** An object without ``override``, such as an ``async def`` function, has no memory setting.
   It is called directly with the same arguments at every size. An in-process ``MemoryError`` or an out-of-memory
   Flyte error from it still escalates, and the sizes are logged and reported as for a task, but nothing enforces
-  them, so such a callable only succeeds later if it reacts to something else.
+  them. Wrap it with :func:`memory_limited` to run each attempt in a child process killed at the size.
 * **Platform retries.** A task's own ``retries`` still apply within each attempt: Flyte treats ``OOMKilled`` as a
   retryable failure, so a task with ``retries=2`` may run three times at a size before this function sees the error.
 
@@ -49,7 +50,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, cast, overload
 
 import flyte
 import flyte.errors
@@ -57,6 +58,7 @@ from flyte.extend import TaskTemplate
 
 from ._errors import DEFAULT_OOM_CODES, flyte_code, is_out_of_memory
 from ._ladder import build_ladder
+from ._local_memory import LocalMemoryLimit, enforce_local_memory, is_local_memory_supported, run_with_memory_limit
 from ._memory import format_memory, parse_memory
 from ._validation import check_callable, invoke, task_name
 
@@ -72,6 +74,9 @@ EventKind = Literal["attempt", "succeeded", "escalated", "exhausted", "failed", 
 
 # Replaced in tests that need exact durations.
 _clock: Callable[[], float] = time.monotonic
+
+# The missing-platform warning is logged once per process, not once per call.
+_warned_unsupported_platform = False
 
 
 class SupportsMemoryOverride(Protocol[T_co]):
@@ -114,7 +119,7 @@ class MemoryAttempt:
 
 @dataclass(frozen=True)
 class MemoryRetryEvent:
-    """What happened in one step of :func:`retry_with_memory`, passed to its ``on_event`` hook.
+    """One step of :func:`retry_with_memory`, as passed to its ``on_event`` hook.
 
     Each attempt produces an ``"attempt"`` event when it is launched, then exactly one ending event:
 
@@ -186,6 +191,80 @@ class MemoryLadderExhaustedError(flyte.errors.OOMError):
     def sizes(self) -> tuple[int, ...]:
         """Every size tried, in bytes, in order."""
         return tuple(attempt.size for attempt in self.attempts)
+
+
+@dataclass(frozen=True)
+class MemoryLimited(Generic[T]):
+    """A plain callable with Flyte's ``override`` protocol, so that each attempt runs it under the attempt's size.
+
+    Create it with :func:`memory_limited`. Each attempt calls :func:`~flyte_patterns.run_with_memory_limit` with
+    the attempt's memory limit: the callable runs in a forked child process that is killed when the memory it adds
+    passes the limit.
+
+    Attributes:
+        func: The callable, async or synchronous.
+        config: Polling settings for the child's memory watcher, or ``None`` for the defaults.
+    """
+
+    func: Callable[..., Awaitable[T]] | Callable[..., T]
+    config: LocalMemoryLimit | None = None
+
+    @property
+    def short_name(self) -> str:
+        """The callable's name, used in logs and events."""
+        return task_name(self.func)
+
+    def override(self, *, resources: flyte.Resources, short_name: str, **kwargs: Any) -> Callable[..., Awaitable[T]]:
+        """Return a callable that runs ``func`` under the memory limit of ``resources``; other settings are ignored."""
+        memory = resources.memory
+        limit = memory[1] if isinstance(memory, tuple) else memory
+        if limit is None:
+            raise ValueError(
+                f"{short_name}: resources {resources!r} set no memory limit to run {self.short_name} under"
+            )
+        func = cast(Callable[..., Awaitable[T]], self.func)
+        config = self.config
+
+        async def run_limited(*args: Any, **call_kwargs: Any) -> T:
+            return await run_with_memory_limit(func, *args, limit=limit, config=config, **call_kwargs)
+
+        return run_limited
+
+
+@overload
+def memory_limited(
+    func: Callable[..., Awaitable[T]], *, config: LocalMemoryLimit | None = None
+) -> MemoryLimited[T]: ...
+
+
+@overload
+def memory_limited(func: Callable[..., T], *, config: LocalMemoryLimit | None = None) -> MemoryLimited[T]: ...
+
+
+def memory_limited(
+    func: Callable[..., Awaitable[T]] | Callable[..., T], *, config: LocalMemoryLimit | None = None
+) -> MemoryLimited[T]:
+    """Wrap a plain callable so that :func:`retry_with_memory` runs each attempt under the attempt's size.
+
+    ``await retry_with_memory(memory_limited(parse), path)`` runs ``parse(path)`` in a forked child process at each
+    attempt, killed when the memory it adds passes the attempt's size, and escalates on that kill as on a Flyte
+    task's. Unlike the local enforcement of Flyte tasks, this applies wherever the call runs, on a cluster too
+    (inside the calling task's own container). It needs Linux, the result must be picklable, and changes the
+    callable makes to the caller's state stay in the child.
+
+    Raises:
+        TypeError: ``func`` is not callable, is a coroutine object, or is a Flyte task (pass a task directly), or
+            ``config`` is not a :class:`~flyte_patterns.LocalMemoryLimit`.
+    """
+    check_callable(func, name="func")
+    if isinstance(func, TaskTemplate):
+        raise TypeError(
+            f"func must be a plain callable, got the Flyte task {func.name!r}; pass the task to retry_with_memory "
+            f"directly, which overrides its resources at each attempt"
+        )
+    if config is not None and not isinstance(config, LocalMemoryLimit):
+        raise TypeError(f"config must be a LocalMemoryLimit or None, got {config!r} ({type(config).__name__})")
+    return MemoryLimited(func, config)
 
 
 # The first overload gives an async Flyte task its result type: Flyte types such a task's result as a coroutine.
@@ -346,9 +425,12 @@ async def retry_with_memory(
     raise MemoryLadderExhaustedError(plan.name, tuple(history)) from last_error
 
 
-@dataclass(frozen=True)
+@dataclass
 class _AttemptPlan:
-    """How to launch ``task`` at a given size, with every setting checked before the first launch."""
+    """How to launch ``task`` at a given size, with every setting checked before the first launch.
+
+    ``enforce_locally`` turns off after the first attempt whose task the local enforcement cannot convert.
+    """
 
     task: Any
     name: str
@@ -381,7 +463,8 @@ class _AttemptPlan:
                 "of its own size",
                 name,
             )
-        return cls(task, name, resources, turn_off_reuse=turn_off_reuse, enforce_locally=enforce_locally)
+        enforce = enforce_locally and _platform_supports_enforcement()
+        return cls(task, name, resources, turn_off_reuse=turn_off_reuse, enforce_locally=enforce)
 
     def attempt(self, size: int) -> tuple[Callable[..., Any], flyte.Resources | None]:
         """Return what to call for the attempt at ``size``, and the resources it is launched with."""
@@ -394,8 +477,25 @@ class _AttemptPlan:
             overrides["reusable"] = "off"
         runner = self.task.override(**overrides)
         if self.enforce_locally and isinstance(runner, TaskTemplate):
-            runner = _enforce_local_memory(runner)
+            runner = self._enforced(runner)
         return runner, resources
+
+    def _enforced(self, runner: TaskTemplate[Any, Any, Any]) -> TaskTemplate[Any, Any, Any]:
+        """Return ``runner`` with local memory enforcement, or unchanged if it cannot have it."""
+        # On a cluster the enforced copy behaves exactly like the task, so there is no need to check where this runs.
+        try:
+            return enforce_local_memory(runner)
+        except (TypeError, ValueError) as exc:
+            # A task of another plugin, for example. Its attempts still run, and on a cluster Kubernetes enforces
+            # each size, so this is logged rather than raised.
+            logger.warning(
+                "task %s: its attempts run without local memory enforcement, because it cannot be enforced (%s); "
+                "on a cluster, Kubernetes enforces each size",
+                self.name,
+                exc,
+            )
+            self.enforce_locally = False
+            return runner
 
 
 def _attempt_resources(base: flyte.Resources | None, size: int, cpu: CPU | None) -> flyte.Resources:
@@ -424,18 +524,19 @@ def _attempt_resources(base: flyte.Resources | None, size: int, cpu: CPU | None)
         raise ValueError(f"cpu {cpu!r} is not a CPU setting flyte.Resources accepts: {exc}") from exc
 
 
-def _enforce_local_memory(task: TaskTemplate[Any, Any, Any]) -> TaskTemplate[Any, Any, Any]:
-    """Return ``task`` with its memory limit enforced on the local engine, or ``task`` itself on a cluster."""
-    # TODO: replace with a direct import of flyte_patterns._local_memory.enforce_local_memory once that module
-    # is part of the package; until then a missing module leaves local runs unenforced.
-    import importlib
-
-    try:
-        module = importlib.import_module("flyte_patterns._local_memory")
-    except ModuleNotFoundError:
-        return task
-    enforced: TaskTemplate[Any, Any, Any] = module.enforce_local_memory(task)
-    return enforced
+def _platform_supports_enforcement() -> bool:
+    """Return whether the local memory enforcement works here, logging once per process when it does not."""
+    if is_local_memory_supported():
+        return True
+    # Off Linux the enforcement raises NotImplementedError; an unenforced local run beats no local run.
+    global _warned_unsupported_platform
+    if not _warned_unsupported_platform:
+        _warned_unsupported_platform = True
+        logger.warning(
+            "local memory enforcement needs Linux, so on this machine retry_with_memory attempts run on Flyte's "
+            "local engine without a memory limit; on a cluster, Kubernetes enforces each size"
+        )
+    return False
 
 
 def _supports_override(task: object) -> bool:
