@@ -1,5 +1,7 @@
 """Higher-order orchestration patterns over Flyte v2 tasks and plain async callables."""
 
+# Circuit breaker, and the fan-out result types it shares with the other fan-out patterns.
+from ._circuit import CircuitBreakerError, circuit_breaker, circuit_breaker_execute
 from ._errors import (
     DEFAULT_OOM_CODES,
     INTERRUPTS,
@@ -8,6 +10,17 @@ from ._errors import (
     flyte_code,
     is_interrupt,
     is_out_of_memory,
+)
+from ._fanout import (
+    FanOutError,
+    FanOutInputError,
+    FanOutProgress,
+    FanOutResult,
+    Outcome,
+    OutcomeStatus,
+    RollingWindow,
+    Trip,
+    TripRule,
 )
 
 __all__ = [
@@ -18,4 +31,20 @@ __all__ = [
     "flyte_code",
     "is_interrupt",
     "is_out_of_memory",
+]
+
+# Circuit breaker and fan-out results.
+__all__ += [
+    "CircuitBreakerError",
+    "FanOutError",
+    "FanOutInputError",
+    "FanOutProgress",
+    "FanOutResult",
+    "Outcome",
+    "OutcomeStatus",
+    "RollingWindow",
+    "Trip",
+    "TripRule",
+    "circuit_breaker",
+    "circuit_breaker_execute",
 ]
