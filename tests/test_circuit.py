@@ -671,6 +671,39 @@ async def test_interrupt_stops_everything(loop_errors: LoopErrors, interrupt: ty
     assert loop_errors.messages() == []
 
 
+def test_interrupt_during_cancel_outranks_it() -> None:
+    cancelled_items: list[int] = []
+
+    async def task(i: int) -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled_items.append(i)
+            if i == 0:
+                raise KeyboardInterrupt from None
+            raise
+        return i
+
+    async def scenario() -> None:
+        started = asyncio.Event()
+
+        async def first_started(i: int) -> int:
+            started.set()
+            return await task(i)
+
+        fan = asyncio.create_task(circuit_breaker(first_started, range(2), concurrency=2))
+        await started.wait()
+        await asyncio.sleep(0)
+        fan.cancel()
+        await fan
+
+    # A KeyboardInterrupt raised in a task leaves the event loop at once, as asyncio does for any task, so this
+    # test runs its own loop rather than the test's.
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(scenario())
+    assert sorted(cancelled_items) == [0, 1]
+
+
 async def test_item_own_cancellation_is_not_failure(caplog: pytest.LogCaptureFixture) -> None:
     own = asyncio.CancelledError("the item's own")
 

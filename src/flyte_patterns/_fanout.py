@@ -651,7 +651,13 @@ class _FanOut(Generic[T, R]):
             self._logger.debug("%s cancelled by its caller; cancelling %d workers", self._label, len(self._workers))
             self._stop()
             await self._await_workers()
-            self._retrieve_worker_errors()
+            worker_error = self._retrieve_worker_errors()
+            if worker_error is not None:
+                self._logger.error("%s: a worker failed while being cancelled", self._label, exc_info=worker_error)
+            # An interrupt raised by an item while it was being cancelled outranks the cancellation. It is raised
+            # as it is, because `from` would replace any cause the item gave it.
+            if self._interrupt is not None:
+                raise self._interrupt  # noqa: B904
             raise
 
         worker_error = self._retrieve_worker_errors()
