@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 @dataclass
 class Probe:
-    """Records what a fake task did: which items started, completed, failed or were cancelled, and when.
+    """A record of what a fake task did: which items started, completed, failed or were cancelled, and when.
 
     ``log`` interleaves starts and ends in the order they happened, for checks such as "nothing started after
     the trip". ``max_running`` is the largest number of items that were running at once.
@@ -82,7 +82,7 @@ def new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
 
 
 class LoopErrors:
-    """Collects what the event loop reports to its exception handler, such as "Task exception was never retrieved"."""
+    """An event-loop exception handler that collects reports such as "Task exception was never retrieved"."""
 
     def __init__(self) -> None:
         self.contexts: list[dict[str, Any]] = []

@@ -246,7 +246,8 @@ async def test_ratio_hint_too_small_uses_pulled_count() -> None:
             raise ValueError(i)
         return i
 
-    # With total=2 and ratio 0.5, one failure would be over the hint; 10 items pulled by then make it 1 of 7.
+    # Against the hint of 2 items, the first failure would exceed half. Against the 7 items pulled by then, it
+    # does not, and neither do the three after it.
     result = await circuit_breaker(task, (i for i in range(10)), max_failure_ratio=0.5, total=2, concurrency=1)
 
     assert not result.tripped

@@ -15,11 +15,11 @@ rules fires, checked after every completed item (the first rule in this order is
 
 With no rule set, the breaker never trips and reports every outcome.
 
-When it trips, no new item starts, every running item is cancelled and awaited before the call returns, and
-each item's outcome is ``succeeded`` or ``failed`` (completed before or at the trip, which keeps its value or
-its error), ``cancelled`` (stopped by the trip) or ``not_started``. Items left in the input are ``not_started``
-when the input is a collection such as a list or a range. A one-shot iterator or generator is left where it
-stopped, so its remaining items can still be read from it (``drain`` changes both, see
+When it trips, no new item starts, and every running item is cancelled and awaited before the call returns.
+Each item's outcome is then ``succeeded`` or ``failed`` when it completed before or at the trip (it keeps its
+value or its error), ``cancelled`` when the trip stopped it, or ``not_started``. Items left in the input are
+``not_started`` when the input is a collection such as a list or a range. A one-shot iterator or generator is
+left where it stopped, so its remaining items can still be read from it (``drain`` changes both, see
 :func:`circuit_breaker`).
 
 A failed item's ``error`` is the exception as the task raised it, or as Flyte delivered it for a Flyte task
@@ -68,7 +68,7 @@ class CircuitBreakerError(FanOutError):
     """The circuit breaker tripped.
 
     ``result`` is the :class:`FanOutResult` with every outcome, so partial results survive, and
-    ``result.trip`` says which rule fired. ``__cause__`` is the error of the first item to fail.
+    ``result.trip`` names the rule that fired. ``__cause__`` is the error of the first item to fail.
     """
 
 
@@ -237,7 +237,7 @@ async def circuit_breaker_execute(
         One entry per item in input order: its value, or ``None`` when it failed.
 
     Raises:
-        CircuitBreakerError: The breaker tripped. Its ``result`` holds every outcome and value recorded, and its
+        CircuitBreakerError: The breaker tripped. Its ``result`` contains every outcome and value recorded, and its
             ``__cause__`` is the first item's failure.
     """
     result = await circuit_breaker(

