@@ -939,10 +939,11 @@ class _FanOut(Generic[T, R]):
             return
         self._exhausted = True
         pulled = len(self._values)
-        # The exact count replaces a `total` hint that was too large, which may put failures over the ratio.
-        if self._ratio is not None and self._total is not None and pulled < self._total:
+        # The exact count replaces a `total` hint that was too small or too large. Only a smaller count can put
+        # failures over the ratio at this moment; a larger one must not fall back to the hint afterwards.
+        if self._total is not None and pulled != self._total:
             self._total = pulled
-            if self._trip is None and not self._stopping:
+            if self._ratio is not None and self._trip is None and not self._stopping:
                 self._check_ratio(None)
 
     def _is_stopping(self) -> bool:
