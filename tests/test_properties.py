@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
 
 from flyte_patterns import TripRule, circuit_breaker
 
@@ -29,3 +33,35 @@ async def test_ratio_uses_exact_count_after_small_hint() -> None:
     assert result.failed == 6
     assert result.cancelled == 4
     assert result.input_exhausted
+
+
+@pytest.mark.parametrize("drain", [None, True])
+async def test_cut_short_pull_leaves_input_unaccounted(drain: bool | None, caplog: pytest.LogCaptureFixture) -> None:
+    # Item 0 fails while the second worker waits for the input to produce item 1. The trip cancels that wait,
+    # which closes the async generator, so the rest of the input cannot be read or counted any more.
+    producing = asyncio.Event()
+
+    class Numbers:
+        """An async collection without len(), whose every iteration is a new async generator."""
+
+        async def numbers(self) -> AsyncIterator[int]:
+            yield 0
+            producing.set()
+            await asyncio.Event().wait()
+            for i in range(1, 5):
+                yield i
+
+        def __aiter__(self) -> AsyncIterator[int]:
+            return self.numbers()
+
+    async def fail_first(i: int) -> int:
+        await producing.wait()
+        raise ValueError(i)
+
+    with caplog.at_level(logging.WARNING, logger="flyte_patterns.circuit_breaker"):
+        result = await circuit_breaker(fail_first, Numbers(), max_failures=0, concurrency=2, drain=drain)
+
+    assert result.tripped
+    assert [outcome.status.value for outcome in result.outcomes] == ["failed"]
+    assert not result.input_exhausted
+    assert "cancelled a pull from the async input" in caplog.text

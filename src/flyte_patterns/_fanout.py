@@ -311,7 +311,9 @@ class FanOutResult(Generic[R]):
         not_started: How many items were never called.
         trip: Why the fan-out tripped, or ``None`` if it ran to the end.
         input_exhausted: Whether every input item is in ``outcomes``. ``False`` only after a trip or an input
-            error that left a one-shot iterator unread; the items not pulled are still in that iterator.
+            error that left a one-shot iterator unread; the items not pulled are still in that iterator. Also
+            ``False`` when a trip cancelled a pull from an async input without ``len()``, whatever ``drain`` says,
+            because that pull may have closed the input.
         first_failure_index: The index of the first item to fail, in completion order, or ``None``.
     """
 
@@ -520,6 +522,7 @@ class _FanOut(Generic[T, R]):
         "_logger",
         "_max_failures",
         "_policy",
+        "_pull_interrupted",
         "_ratio",
         "_re_iterable",
         "_reporting",
@@ -633,6 +636,7 @@ class _FanOut(Generic[T, R]):
         self._trip: Trip | None = None
         self._interrupt: BaseException | None = None
         self._input_error: Exception | None = None
+        self._pull_interrupted = False
 
     # ---------------------------------------------------------------- the caller's side
 
@@ -708,6 +712,14 @@ class _FanOut(Generic[T, R]):
         if self._re_iterable and self._size is not None:
             self._tail = max(0, self._size - pulled)
             self._exhausted = True
+            return
+        if self._pull_interrupted:
+            # An async generator that received the cancellation is closed and would read as empty.
+            self._logger.warning(
+                "%s: the trip cancelled a pull from the async input, which may have closed the input and lost the "
+                "item it was producing; the rest of the input is not read and not accounted for",
+                self._label,
+            )
             return
         count = 0
         try:
@@ -851,6 +863,8 @@ class _FanOut(Generic[T, R]):
             except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
+                    # The cancellation may have closed the input and lost the item it was producing.
+                    self._pull_interrupted = True
                     raise
                 # This worker was not cancelled, so the input itself raised CancelledError.
                 self._on_interrupt(exc)
