@@ -139,6 +139,11 @@ def normalize_exception_specs(on: object, *, name: str = "on") -> tuple[Exceptio
     return tuple(specs)
 
 
+def _check_exception(exc: object) -> None:
+    if not isinstance(exc, BaseException):
+        raise TypeError(f"exc must be an exception instance, got {exc!r} ({type(exc).__name__})")
+
+
 def _class_or_subclass_named(cls: type[BaseException], name: str) -> bool:
     """Return whether ``cls`` or any class below it, at any depth, is called ``name``."""
     stack: list[type] = [cls]
@@ -182,7 +187,12 @@ def exception_matches(exc: BaseException, on: ExceptionSpec | Iterable[Exception
 
     Returns:
         ``False`` for interrupts, whatever ``on`` holds. See the module docstring for the full rules.
+
+    Raises:
+        TypeError: ``exc`` is not an exception, or ``on`` contains something other than classes and strings.
+        ValueError: ``on`` is empty or contains an empty string.
     """
+    _check_exception(exc)
     specs = normalize_exception_specs(on)
     if is_interrupt(exc):
         return False
@@ -202,7 +212,11 @@ def is_out_of_memory(exc: BaseException, codes: Iterable[str] = DEFAULT_OOM_CODE
     A Flyte ``OOMError`` whose code is anything else is not an out-of-memory failure: Flyte 2.12 picks
     ``OOMError`` whenever the code contains "OOM", so a user class named ``BoomError`` or ``RoomNotFound``
     arrives as one.
+
+    Raises:
+        TypeError: ``exc`` is not an exception.
     """
+    _check_exception(exc)
     code_set = frozenset(codes)
     if is_interrupt(exc):
         return False
