@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import flyte.errors
 import pytest
 
 import flyte_patterns
+from flyte_patterns import is_out_of_memory
 
 # The tests pass arguments of the wrong type on purpose, so they call the public functions through an untyped name.
 api: Any = flyte_patterns
@@ -21,3 +23,29 @@ def test_error_predicates_reject_non_exception(function: str, exc: object) -> No
         getattr(api, function)(*arguments)
 
     assert str(caught.value) == f"exc must be an exception instance, got {exc!r} ({type(exc).__name__})"
+
+
+def test_one_code_string_is_one_code() -> None:
+    killed = flyte.errors.OOMError("OOMKilled", "killed at its memory limit")
+
+    assert is_out_of_memory(killed, "OOMKilled")
+    assert not is_out_of_memory(killed, "Interrupted")
+    assert not is_out_of_memory(flyte.errors.RuntimeUserError("K", "one letter of OOMKilled"), "OOMKilled")
+
+
+@pytest.mark.parametrize(
+    ("codes", "error", "message"),
+    [
+        (137, TypeError, "codes must be a Flyte error code string or an iterable of them, got 137"),
+        ([137], TypeError, "codes must contain Flyte error code strings, got 137 (int)"),
+        ([], ValueError, "codes must name at least one Flyte error code, such as 'OOMKilled', got none"),
+        ([" "], ValueError, "codes contains an empty error code string ' '"),
+    ],
+)
+def test_bad_codes_rejected(codes: object, error: type[Exception], message: str) -> None:
+    killed = flyte.errors.OOMError("OOMKilled", "killed at its memory limit")
+
+    with pytest.raises(error) as caught:
+        api.is_out_of_memory(killed, codes)
+
+    assert str(caught.value) == message

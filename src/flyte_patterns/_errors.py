@@ -139,6 +139,32 @@ def normalize_exception_specs(on: object, *, name: str = "on") -> tuple[Exceptio
     return tuple(specs)
 
 
+def normalize_codes(codes: object, *, name: str = "codes") -> frozenset[str]:
+    """Check Flyte error codes and return them as a frozenset. One string is one code, not its characters.
+
+    Raises:
+        TypeError: ``codes`` is neither a string nor an iterable, or an entry is not a string.
+        ValueError: ``codes`` is empty, or an entry is an empty string.
+    """
+    entries: tuple[object, ...]
+    if isinstance(codes, str):
+        entries = (codes,)
+    elif isinstance(codes, Iterable):
+        entries = tuple(codes)
+    else:
+        raise TypeError(f"{name} must be a Flyte error code string or an iterable of them, got {codes!r}")
+    if not entries:
+        raise ValueError(f"{name} must name at least one Flyte error code, such as 'OOMKilled', got none")
+    checked: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise TypeError(f"{name} must contain Flyte error code strings, got {entry!r} ({type(entry).__name__})")
+        if not entry.strip():
+            raise ValueError(f"{name} contains an empty error code string {entry!r}")
+        checked.add(entry.strip())
+    return frozenset(checked)
+
+
 def _check_exception(exc: object) -> None:
     if not isinstance(exc, BaseException):
         raise TypeError(f"exc must be an exception instance, got {exc!r} ({type(exc).__name__})")
@@ -204,7 +230,7 @@ def exception_matches(exc: BaseException, on: ExceptionSpec | Iterable[Exception
     return False
 
 
-def is_out_of_memory(exc: BaseException, codes: Iterable[str] = DEFAULT_OOM_CODES) -> bool:
+def is_out_of_memory(exc: BaseException, codes: str | Iterable[str] = DEFAULT_OOM_CODES) -> bool:
     """Return whether ``exc`` means the task ran out of memory.
 
     True for a Flyte error whose code is in ``codes`` (by default ``OOMKilled``, the Kubernetes kill, and
@@ -213,11 +239,14 @@ def is_out_of_memory(exc: BaseException, codes: Iterable[str] = DEFAULT_OOM_CODE
     ``OOMError`` whenever the code contains "OOM", so a user class named ``BoomError`` or ``RoomNotFound``
     arrives as one.
 
+    ``codes`` is one code string or an iterable of them.
+
     Raises:
-        TypeError: ``exc`` is not an exception.
+        TypeError: ``exc`` is not an exception, or ``codes`` contains something other than strings.
+        ValueError: ``codes`` is empty or contains an empty string.
     """
     _check_exception(exc)
-    code_set = frozenset(codes)
+    code_set = DEFAULT_OOM_CODES if codes is DEFAULT_OOM_CODES else normalize_codes(codes)
     if is_interrupt(exc):
         return False
     for node in iter_exception_tree(exc):
