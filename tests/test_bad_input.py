@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import flyte.errors
@@ -49,3 +51,55 @@ def test_bad_codes_rejected(codes: object, error: type[Exception], message: str)
         api.is_out_of_memory(killed, codes)
 
     assert str(caught.value) == message
+
+
+async def noop(*args: Any) -> None:
+    return None
+
+
+CoroutineCall = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(
+            lambda coroutine: api.retry_with_memory(noop, on_event=coroutine),
+            "on_event must be a callable",
+            id="retry-hook",
+        ),
+        pytest.param(
+            lambda coroutine: api.retry_with_memory(noop, on_event=coroutine, increment="0"),
+            "increment '0' is zero",
+            id="retry-hook-and-bad-step",
+        ),
+        pytest.param(
+            lambda coroutine: api.circuit_breaker(noop, range(3), on_progress=coroutine),
+            "on_progress must be a callable",
+            id="breaker-hook",
+        ),
+        pytest.param(
+            lambda coroutine: api.circuit_breaker(noop, range(3), on_progress=coroutine, max_failures=-1),
+            "max_failures must be an int >= 0, got -1",
+            id="breaker-hook-and-bad-rule",
+        ),
+        pytest.param(
+            lambda coroutine: api.circuit_breaker(noop, coroutine),
+            "items must be an iterable or an async iterable, got a coroutine object",
+            id="breaker-items",
+        ),
+        pytest.param(
+            lambda coroutine: api.circuit_breaker_execute(noop, coroutine, concurrency=0),
+            "concurrency must be an int >= 1, got 0",
+            id="execute-items-and-bad-concurrency",
+        ),
+    ],
+)
+async def test_coroutine_argument_closed(call: CoroutineCall, message: str) -> None:
+    coroutine = noop()
+
+    with pytest.raises((TypeError, ValueError), match=message):
+        await call(coroutine)
+
+    # Closed, so that Python does not also warn that it was never awaited.
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED

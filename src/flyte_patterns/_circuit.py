@@ -56,7 +56,7 @@ from ._fanout import (
     TripPolicy,
     fan_out,
 )
-from ._validation import check_callable, task_name
+from ._validation import check_callable, close_coroutines, task_name
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -165,6 +165,8 @@ async def circuit_breaker(
         asyncio.CancelledError: The caller was cancelled; every running item was cancelled and awaited first.
         KeyboardInterrupt: An item raised it (likewise ``SystemExit``); everything was stopped first.
     """
+    # The trip rules are checked here, before fan_out() could close a coroutine object passed by mistake.
+    close_coroutines(task, items, on_progress)
     check_callable(task)
     if not isinstance(raise_on_trip, bool):
         raise TypeError(f"raise_on_trip must be True or False, got {raise_on_trip!r} ({type(raise_on_trip).__name__})")

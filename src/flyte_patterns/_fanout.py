@@ -74,7 +74,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import flyte
 
-from ._validation import bind_call, check_callable, check_int, check_ratio
+from ._validation import bind_call, check_callable, check_int, check_ratio, close_coroutines
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -481,6 +481,7 @@ async def fan_out(
             has the wrong type, or ``max_failure_ratio`` is set for an input of unknown length and no ``total``.
         ValueError: ``concurrency`` or ``total`` is out of range, or ``total`` disagrees with ``len(items)``.
     """
+    close_coroutines(call, items, on_progress)
     engine: _FanOut[Any, Any] = _FanOut(
         call,
         items,
@@ -565,6 +566,12 @@ class _FanOut(Generic[T, R]):
             check_int(total, name="total", minimum=0)
         if drain is not None and not isinstance(drain, bool):
             raise TypeError(f"drain must be True, False or None, got {drain!r} ({type(drain).__name__})")
+        given_items: object = items  # typed as an iterable, but a coroutine object is the likely mistake
+        if inspect.iscoroutine(given_items):
+            raise TypeError(
+                f"items must be an iterable or an async iterable, got a coroutine object {given_items!r}; "
+                f"await it to get the items, or pass an async generator"
+            )
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be a callable or None, got {on_progress!r}")
         if group_name is not None:

@@ -60,7 +60,7 @@ from ._errors import DEFAULT_OOM_CODES, flyte_code, is_out_of_memory, normalize_
 from ._ladder import build_ladder
 from ._local_memory import LocalMemoryLimit, enforce_local_memory, is_local_memory_supported, run_with_memory_limit
 from ._memory import format_memory, parse_memory
-from ._validation import check_callable, invoke, task_name
+from ._validation import check_callable, close_coroutines, invoke, task_name
 
 logger = logging.getLogger("flyte_patterns.oom")
 
@@ -372,6 +372,8 @@ async def retry_with_memory(
             task's memory setting cannot be used. Every check runs before the first launch.
         Exception: Any error of an attempt that is not an out-of-memory failure, unchanged.
     """
+    # A coroutine object passed where a callable belongs is closed before any check can raise.
+    close_coroutines(task, on_event)
     _check_task(task)
     ladder = build_ladder(
         initial_memory=initial_memory,

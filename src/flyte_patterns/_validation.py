@@ -38,6 +38,17 @@ def check_callable(task: object, *, name: str = "task") -> None:
         raise TypeError(f"{name} must be a task or an async callable, got {_describe(task)}")
 
 
+def close_coroutines(*values: object) -> None:
+    """Close every coroutine object among ``values``, so that none passed by mistake also warns it was never awaited.
+
+    Call it before the first check that can raise. A closed coroutine is still a coroutine object, so the checks
+    that follow still report the mistake.
+    """
+    for value in values:
+        if inspect.iscoroutine(value):
+            value.close()
+
+
 def check_int(value: object, *, name: str, minimum: int) -> int:
     """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int):
