@@ -1,14 +1,575 @@
-"""Property tests of the circuit breaker over random schedules, against an oracle written from its documentation."""
+"""Property tests of the circuit breaker over random schedules, against an oracle written from its documentation.
+
+Each item of a generated scenario blocks on a future of its own. A scheduler resolves one blocked item at a time,
+in an order that hypothesis draws, and lets the event loop settle in between, so the order in which items
+complete is the random variable and no test sleeps. The oracle replays what the items and the input recorded
+(pulls, starts, completions, the end of the input) through the trip rules as the docs state them, and the test
+compares the breaker's result with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from flyte_patterns import TripRule, circuit_breaker
+from flyte_patterns import (
+    CircuitBreakerError,
+    FanOutResult,
+    OutcomeStatus,
+    RollingWindow,
+    TripRule,
+    circuit_breaker,
+    circuit_breaker_execute,
+)
+
+from .fanout_support import LoopErrors, new_tasks
+
+ItemOutcome = Literal["succeed", "fail", "own_cancel"]
+Cleanup = Literal["reraise", "slow", "raise"]
+SourceKind = Literal["list", "generator", "async_generator", "iterable", "async_iterable"]
+HintKind = Literal["none", "exact", "larger", "smaller"]
+
+# The scheduler's choice that lets an async input produce its next item (or find that it has none).
+PULL = -1
+
+# settle() gives up after this many turns of the loop. One step of a scenario needs a handful.
+MAX_SETTLE_TURNS = 10_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """Give the collector back every object that examples froze (see :func:`start_example`)."""
+    yield
+    gc.unfreeze()
+
+
+def start_example() -> None:
+    """Move every object that exists now out of the collector's sight, until the end of the module.
+
+    Each example ends with gc.collect(), so that a task whose exception was never retrieved reports itself. Over
+    everything pytest, Flyte and hypothesis keep alive, a full collection takes tens of milliseconds, and the
+    examples run hundreds.
+    """
+    gc.freeze()
+
+
+async def settle() -> None:
+    """Let every other task run until none of them can make progress.
+
+    The loop's ready queue is empty when this task resumes only if no other callback is runnable. The queue is
+    a CPython implementation detail, so without it the function falls back to a generous number of turns.
+    """
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)
+    turns = MAX_SETTLE_TURNS if ready is not None else 200
+    for _ in range(turns):
+        await asyncio.sleep(0)
+        if ready is not None and not ready:
+            return
+    assert ready is None, "the event loop never settled"
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_failures: int | None
+    max_failure_ratio: float | None
+    rolling_window: RollingWindow | None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One generated run: what each item does, the rules, the input's shape and the call's options."""
+
+    items: tuple[tuple[ItemOutcome, Cleanup], ...]
+    rules: Rules
+    concurrency: int
+    source: SourceKind
+    hint: HintKind
+    hint_offset: int
+    drain: bool | None
+    raise_on_trip: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def total(self) -> int | None:
+        """The ``total`` argument: ``None``, or a hint that is exact, too large or too small."""
+        if self.hint == "none":
+            return None
+        if self.hint == "exact":
+            return self.count
+        if self.hint == "larger":
+            return self.count + self.hint_offset
+        return max(0, self.count - self.hint_offset)
+
+
+windows = st.none() | st.builds(
+    RollingWindow,
+    size=st.integers(1, 5),
+    failure_rate=st.sampled_from([0.2, 0.5, 0.75, 1.0]),
+    min_completed=st.none() | st.integers(1, 6),
+)
+rules_strategy = st.builds(
+    Rules,
+    max_failures=st.none() | st.integers(0, 5),
+    max_failure_ratio=st.none() | st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 1.0]),
+    rolling_window=windows,
+)
+# Failures are as likely as successes, so that every rule fires often. An item's own CancelledError is rarer.
+OUTCOME_CHOICES: list[ItemOutcome] = ["succeed", "succeed", "succeed", "fail", "fail", "fail", "own_cancel"]
+CLEANUP_CHOICES: list[Cleanup] = ["reraise", "slow", "raise"]
+item_strategy = st.tuples(st.sampled_from(OUTCOME_CHOICES), st.sampled_from(CLEANUP_CHOICES))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    items = tuple(draw(st.lists(item_strategy, max_size=14)))
+    rules = draw(rules_strategy)
+    source: SourceKind = draw(st.sampled_from(["list", "generator", "async_generator", "iterable", "async_iterable"]))
+    hint: HintKind
+    if source == "list":
+        hint = draw(st.sampled_from(["none", "exact"]))
+    elif rules.max_failure_ratio is not None:
+        # An input without len() needs a total for the ratio rule.
+        hint = draw(st.sampled_from(["exact", "larger", "smaller"]))
+    else:
+        hint = draw(st.sampled_from(["none", "exact", "larger", "smaller"]))
+    return Scenario(
+        items=items,
+        rules=rules,
+        concurrency=draw(st.integers(1, 5)),
+        source=source,
+        hint=hint,
+        hint_offset=draw(st.integers(1, 4)),
+        drain=draw(st.sampled_from([None, True, False])),
+        raise_on_trip=draw(st.booleans()),
+    )
+
+
+# ---------------------------------------------------------------- the items and the input, with a shared log
+
+
+@dataclass
+class Recorder:
+    """What the input and the items did, in the order it happened.
+
+    Log entries: ``("pull", i)`` when the input yields item ``i``, ``("end", -1)`` when it has no more,
+    ``("pull_cancelled", -1)`` when a pull was cancelled inside an async input, ``("start", i)``, and one of
+    ``succeeded``, ``failed``, ``own_cancel`` or ``cancelled`` with the item when it ends.
+    """
+
+    scenario: Scenario
+    log: list[tuple[str, int]] = field(default_factory=list)
+    gates: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    errors: dict[int, Exception] = field(default_factory=dict)
+    cleanup_errors: dict[int, Exception] = field(default_factory=dict)
+    own_cancellations: dict[int, asyncio.CancelledError] = field(default_factory=dict)
+    pull_gate: asyncio.Future[None] | None = None
+    free_pulls: bool = False
+
+    def __post_init__(self) -> None:
+        for index, (outcome, cleanup) in enumerate(self.scenario.items):
+            if outcome == "fail":
+                self.errors[index] = ValueError(index)
+            if outcome == "own_cancel":
+                self.own_cancellations[index] = asyncio.CancelledError(f"item {index} on its own")
+            if cleanup == "raise":
+                self.cleanup_errors[index] = RuntimeError(f"item {index} failed to clean up")
+
+    async def task(self, index: int) -> int:
+        """The task under the breaker: block until the scheduler resolves the item, then end as planned."""
+        self.log.append(("start", index))
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gates[index] = gate
+        try:
+            await gate
+        except asyncio.CancelledError:
+            self.log.append(("cancelled", index))
+            cleanup = self.scenario.items[index][1]
+            if cleanup == "slow":
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            elif cleanup == "raise":
+                raise self.cleanup_errors[index] from None
+            raise
+
+        outcome = self.scenario.items[index][0]
+        if outcome == "fail":
+            self.log.append(("failed", index))
+            raise self.errors[index]
+        if outcome == "own_cancel":
+            self.log.append(("own_cancel", index))
+            raise self.own_cancellations[index]
+        self.log.append(("succeeded", index))
+        return index * 10
+
+    def generator(self) -> Iterator[int]:
+        for index in range(self.scenario.count):
+            self.log.append(("pull", index))
+            yield index
+        self.log.append(("end", -1))
+
+    async def async_generator(self) -> AsyncIterator[int]:
+        """Yield every item, each after a pull gate that the scheduler resolves, as a slow producer would."""
+        for index in range(self.scenario.count):
+            await self._wait_for_pull()
+            self.log.append(("pull", index))
+            yield index
+        await self._wait_for_pull()
+        self.log.append(("end", -1))
+
+    async def _wait_for_pull(self) -> None:
+        if self.free_pulls:
+            return
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pull_gate = gate
+        try:
+            await gate
+        except asyncio.CancelledError:
+            self.log.append(("pull_cancelled", -1))
+            raise
+        finally:
+            self.pull_gate = None
+
+    def blocked(self) -> list[int]:
+        """Return the items waiting for the scheduler, and ``PULL`` when the async input is waiting too."""
+        waiting = sorted(index for index, gate in self.gates.items() if not gate.done())
+        if self.pull_gate is not None and not self.pull_gate.done():
+            waiting.append(PULL)
+        return waiting
+
+    def release(self, choice: int) -> None:
+        gate = self.pull_gate if choice == PULL else self.gates[choice]
+        assert gate is not None
+        gate.set_result(None)
+
+    def make_input(self) -> Any:
+        recorder = self
+
+        class Reiterable:
+            """An iterable without len() whose iter() starts a new generator each time."""
+
+            def __iter__(self) -> Iterator[int]:
+                return recorder.generator()
+
+        class AsyncReiterable:
+            """An async iterable without len() whose aiter() starts a new async generator each time."""
+
+            def __aiter__(self) -> AsyncIterator[int]:
+                return recorder.async_generator()
+
+        kind = self.scenario.source
+        if kind == "list":
+            return list(range(self.scenario.count))
+        if kind == "generator":
+            return self.generator()
+        if kind == "async_generator":
+            return self.async_generator()
+        if kind == "iterable":
+            return Reiterable()
+        return AsyncReiterable()
+
+
+# ---------------------------------------------------------------- the oracle, from the documented rules
+
+
+@dataclass(frozen=True)
+class ExpectedTrip:
+    rule: TripRule
+    index: int | None
+    failed: int
+    position: int  # where in the log the rule fired
+
+
+def expected_trip(scenario: Scenario, log: list[tuple[str, int]]) -> ExpectedTrip | None:
+    """Replay the log through the trip rules as the circuit breaker's documentation states them.
+
+    * ``max_failures=N``: failure N+1 trips.
+    * ``max_failure_ratio=r``: trips when failures exceed ``r`` times the number of items, taken as written.
+      The number is ``len(items)``, else the ``total`` hint. Until the input ends, a hint below the number
+      pulled is replaced by that number. Once it ends, the exact count replaces the hint, which can trip the rule
+      at that moment (with no item index).
+    * ``rolling_window``: trips when at least ``failure_rate`` of the last ``size`` completed items failed, once
+      ``min_completed`` items have completed.
+
+    Completed means succeeded or failed. When several rules fire at once, the first in this order is the reason.
+    """
+    rules = scenario.rules
+    sized = scenario.source == "list"
+    hint = scenario.total
+    pulled = 0
+    ended = False
+    failed = 0
+    completed = 0
+    window = rules.rolling_window
+    recent: deque[bool] = deque(maxlen=window.size if window is not None else 1)
+
+    def item_count() -> int:
+        if sized:
+            return scenario.count
+        if ended:
+            return pulled
+        assert hint is not None
+        return max(hint, pulled)
+
+    def ratio_exceeded() -> bool:
+        ratio = rules.max_failure_ratio
+        return ratio is not None and failed > Fraction(str(ratio)) * item_count()
+
+    for position, (entry, index) in enumerate(log):
+        if entry == "pull":
+            pulled += 1
+        elif entry == "end":
+            ended = True
+            if ratio_exceeded():
+                return ExpectedTrip(TripRule.MAX_FAILURE_RATIO, None, failed, position)
+        elif entry in ("succeeded", "failed"):
+            completed += 1
+            failed += entry == "failed"
+            recent.append(entry == "failed")
+            if rules.max_failures is not None and failed > rules.max_failures:
+                return ExpectedTrip(TripRule.MAX_FAILURES, index, failed, position)
+            if ratio_exceeded():
+                return ExpectedTrip(TripRule.MAX_FAILURE_RATIO, index, failed, position)
+            if (
+                window is not None
+                and completed >= window.effective_min_completed
+                and Fraction(sum(recent), len(recent)) >= Fraction(str(window.failure_rate))
+            ):
+                return ExpectedTrip(TripRule.ROLLING_WINDOW, index, failed, position)
+    return None
+
+
+# ---------------------------------------------------------------- running a scenario
+
+
+@dataclass
+class Run:
+    result: FanOutResult[int]
+    raised: BaseException | None
+    leftover_tasks: int
+    loop_errors: list[str]
+    log: list[tuple[str, int]]
+    remaining_input: list[int] | None
+
+
+async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callable[[list[int]], int]) -> Run:
+    loop = asyncio.get_running_loop()
+    loop_errors = LoopErrors()
+    loop.set_exception_handler(loop_errors)
+    before = asyncio.all_tasks()
+
+    items = recorder.make_input()
+    rules = scenario.rules
+    breaker = asyncio.create_task(
+        circuit_breaker(
+            recorder.task,
+            items,
+            max_failures=rules.max_failures,
+            max_failure_ratio=rules.max_failure_ratio,
+            rolling_window=rules.rolling_window,
+            concurrency=scenario.concurrency,
+            total=scenario.total,
+            drain=scenario.drain,
+            raise_on_trip=scenario.raise_on_trip,
+        )
+    )
+
+    # The scheduler: release one blocked item or pull at a time, in the drawn order, until the breaker returns.
+    while True:
+        await settle()
+        if breaker.done():
+            break
+        blocked = recorder.blocked()
+        assert blocked, "the breaker is still running, but no item or pull is waiting"
+        recorder.release(draw_next(blocked))
+
+    raised: BaseException | None = None
+    try:
+        result = breaker.result()
+    except CircuitBreakerError as error:
+        raised = error
+        result = error.result
+    leftover = len(new_tasks(before))
+    # Reading what is left of a one-shot input below logs more pulls, which are not part of the run.
+    log = list(recorder.log)
+
+    remaining: list[int] | None = None
+    recorder.free_pulls = True
+    if scenario.source == "generator":
+        remaining = list(items)
+    elif scenario.source == "async_generator":
+        remaining = [item async for item in items]
+    return Run(result, raised, leftover, loop_errors.messages(), log, remaining)
+
+
+@settings(deadline=None, max_examples=200)
+@given(scenario=scenarios(), data=st.data())
+def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObject) -> None:
+    """Every item is accounted for once, in input order, and the breaker trips exactly where its rules put it."""
+    start_example()
+    recorder = Recorder(scenario)
+
+    def draw_next(blocked: list[int]) -> int:
+        return data.draw(st.sampled_from(blocked), label="completes next")
+
+    run = asyncio.run(run_scenario(scenario, recorder, draw_next))
+    result = run.result
+    outcomes = list(result.outcomes)
+    log = run.log
+    event(f"tripped by {result.trip.rule.value}" if result.trip else "not tripped")
+
+    # Nothing leaks: no task left behind, nothing reported to the loop's exception handler.
+    assert run.leftover_tasks == 0
+    assert run.loop_errors == []
+
+    # Outcomes in input order, one per item, with counts that add up.
+    assert [outcome.index for outcome in outcomes] == list(range(len(outcomes)))
+    assert len(outcomes) <= scenario.count
+    assert result.succeeded + result.failed + result.cancelled + result.not_started == len(outcomes)
+
+    # Each item started at most once and ended exactly once, and its outcome records how.
+    started = [index for entry, index in log if entry == "start"]
+    assert len(started) == len(set(started))
+    ended = {
+        kind: [index for entry, index in log if entry == kind]
+        for kind in ("succeeded", "failed", "own_cancel", "cancelled")
+    }
+    assert sorted(index for indices in ended.values() for index in indices) == sorted(started)
+    by_status = {status: result.indices(status) for status in OutcomeStatus}
+    assert by_status[OutcomeStatus.SUCCEEDED] == sorted(ended["succeeded"])
+    assert by_status[OutcomeStatus.FAILED] == sorted(ended["failed"])
+    assert by_status[OutcomeStatus.CANCELLED] == sorted(ended["own_cancel"] + ended["cancelled"])
+    assert set(by_status[OutcomeStatus.NOT_STARTED]).isdisjoint(started)
+
+    # Values and errors are the very objects the items produced, at their positions.
+    for outcome in outcomes:
+        if outcome.status is OutcomeStatus.SUCCEEDED:
+            assert outcome.value == outcome.index * 10
+        elif outcome.status is OutcomeStatus.FAILED:
+            assert outcome.error is recorder.errors[outcome.index]
+        elif outcome.index in ended["own_cancel"]:
+            assert outcome.error is recorder.own_cancellations[outcome.index]
+        elif outcome.status is OutcomeStatus.CANCELLED:
+            assert outcome.error is recorder.cleanup_errors.get(outcome.index)
+    completion_order = [index for entry, index in log if entry == "failed"]
+    assert result.first_failure_index == (completion_order[0] if completion_order else None)
+
+    # Never more than `concurrency` items running at once.
+    running = 0
+    for entry, _ in log:
+        if entry == "start":
+            running += 1
+            assert running <= scenario.concurrency
+        elif entry in ended:
+            running -= 1
+
+    # The trip fires exactly where the documented rules put it, and nothing starts after it.
+    expected = expected_trip(scenario, log)
+    if expected is None:
+        assert result.trip is None
+        assert run.raised is None
+        assert len(outcomes) == scenario.count
+        assert result.input_exhausted
+    else:
+        assert result.trip is not None
+        assert (result.trip.rule, result.trip.index, result.trip.failed) == (
+            expected.rule,
+            expected.index,
+            expected.failed,
+        )
+        after_trip = log[expected.position + 1 :]
+        assert [entry for entry in after_trip if entry[0] == "start"] == []
+        # Only cancellations follow, and the reads of a drained input.
+        assert all(entry[0] in ("cancelled", "pull", "pull_cancelled", "end") for entry in after_trip)
+        if scenario.raise_on_trip:
+            assert isinstance(run.raised, CircuitBreakerError)
+            assert run.raised.__cause__ is result.first_error
+        else:
+            assert run.raised is None
+
+    # The input is accounted for: all of it, or every pulled item with the rest left in a one-shot input.
+    pull_interrupted = any(entry == "pull_cancelled" for entry, _ in log)
+    if result.input_exhausted:
+        assert len(outcomes) == scenario.count
+        assert not pull_interrupted
+    if scenario.source == "list" and scenario.drain is not False:
+        assert len(outcomes) == scenario.count
+    if scenario.drain is not False and scenario.source in ("iterable", "list") and result.tripped:
+        assert result.input_exhausted
+    if run.remaining_input is not None and not pull_interrupted:
+        assert run.remaining_input == list(range(len(outcomes), scenario.count))
+    if not result.input_exhausted:
+        assert result.tripped
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    failing=st.lists(st.booleans(), max_size=12),
+    max_failures=st.integers(0, 4),
+    concurrency=st.integers(1, 4),
+    data=st.data(),
+)
+def test_execute_values_or_trip(failing: list[bool], max_failures: int, concurrency: int, data: st.DataObject) -> None:
+    """circuit_breaker_execute returns every value in input order, or raises with the full result attached."""
+    gates: dict[int, asyncio.Future[None]] = {}
+    completed: list[tuple[int, bool]] = []
+    errors = [KeyError(index) for index in range(len(failing))]
+
+    async def task(index: int) -> int:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gates[index] = gate
+        await gate
+        completed.append((index, failing[index]))
+        if failing[index]:
+            raise errors[index]
+        return index + 100
+
+    async def scenario() -> list[int | None] | CircuitBreakerError:
+        call = asyncio.create_task(
+            circuit_breaker_execute(task, range(len(failing)), max_failures, concurrency=concurrency)
+        )
+        while True:
+            await settle()
+            if call.done():
+                break
+            blocked = sorted(index for index, gate in gates.items() if not gate.done())
+            gates[data.draw(st.sampled_from(blocked))].set_result(None)
+        try:
+            return call.result()
+        except CircuitBreakerError as error:
+            return error
+
+    outcome = asyncio.run(scenario())
+    failures_seen = [index for index, failed in completed if failed]
+    if len(failures_seen) > max_failures:
+        assert isinstance(outcome, CircuitBreakerError)
+        assert outcome.__cause__ is errors[failures_seen[0]]
+        assert outcome.result.trip is not None
+        assert outcome.result.trip.index == failures_seen[max_failures]
+        values = outcome.result.values()
+    else:
+        assert isinstance(outcome, list)
+        values = outcome
+    assert len(values) == len(failing)
+    succeeded = {index for index, failed in completed if not failed}
+    assert values == [index + 100 if index in succeeded else None for index in range(len(failing))]
+
 
 # ---------------------------------------------------------------- cases the property test found
 
