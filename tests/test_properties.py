@@ -33,6 +33,7 @@ from flyte_patterns import (
 )
 
 from .fanout_support import LoopErrors, new_tasks
+from .robust_support import settle
 
 ItemOutcome = Literal["succeed", "fail", "own_cancel"]
 Cleanup = Literal["reraise", "slow", "raise"]
@@ -41,9 +42,6 @@ HintKind = Literal["none", "exact", "larger", "smaller"]
 
 # The scheduler's choice that lets an async input produce its next item (or find that it has none).
 PULL = -1
-
-# settle() gives up after this many turns of the loop. One step of a scenario needs a handful.
-MAX_SETTLE_TURNS = 10_000
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,22 +59,6 @@ def start_example() -> None:
     examples run hundreds.
     """
     gc.freeze()
-
-
-async def settle() -> None:
-    """Let every other task run until none of them can make progress.
-
-    The loop's ready queue is empty when this task resumes only if no other callback is runnable. The queue is
-    a CPython implementation detail, so without it the function falls back to a generous number of turns.
-    """
-    loop = asyncio.get_running_loop()
-    ready = getattr(loop, "_ready", None)
-    turns = MAX_SETTLE_TURNS if ready is not None else 200
-    for _ in range(turns):
-        await asyncio.sleep(0)
-        if ready is not None and not ready:
-            return
-    assert ready is None, "the event loop never settled"
 
 
 # ---------------------------------------------------------------- scenarios
