@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from flyte_patterns import (
     CircuitBreakerError,
+    FanOutProgress,
     FanOutResult,
     OutcomeStatus,
     RollingWindow,
@@ -36,6 +37,14 @@ from .fanout_support import LoopErrors, new_tasks
 from .robust_support import settle
 
 ItemOutcome = Literal["succeed", "fail", "own_cancel"]
+
+# The progress status of each way the log records an item ending.
+status_of = {
+    "succeeded": OutcomeStatus.SUCCEEDED,
+    "failed": OutcomeStatus.FAILED,
+    "own_cancel": OutcomeStatus.CANCELLED,
+    "cancelled": OutcomeStatus.CANCELLED,
+}
 Cleanup = Literal["reraise", "slow", "raise"]
 SourceKind = Literal["list", "generator", "async_generator", "iterable", "async_iterable"]
 HintKind = Literal["none", "exact", "larger", "smaller"]
@@ -181,12 +190,13 @@ class Recorder:
         try:
             await gate
         except asyncio.CancelledError:
-            self.log.append(("cancelled", index))
             cleanup = self.scenario.items[index][1]
             if cleanup == "slow":
                 for _ in range(3):
                     await asyncio.sleep(0)
-            elif cleanup == "raise":
+            # Logged when the cleanup ends, which is when the item ends.
+            self.log.append(("cancelled", index))
+            if cleanup == "raise":
                 raise self.cleanup_errors[index] from None
             raise
 
@@ -348,6 +358,7 @@ class Run:
     loop_errors: list[str]
     log: list[tuple[str, int]]
     remaining_input: list[int] | None
+    progress: list[FanOutProgress]
 
 
 async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callable[[list[int]], int]) -> Run:
@@ -358,6 +369,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
 
     items = recorder.make_input()
     rules = scenario.rules
+    progress: list[FanOutProgress] = []
     breaker = asyncio.create_task(
         circuit_breaker(
             recorder.task,
@@ -369,6 +381,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
             total=scenario.total,
             drain=scenario.drain,
             raise_on_trip=scenario.raise_on_trip,
+            on_progress=progress.append,
         )
     )
 
@@ -397,7 +410,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
         remaining = list(items)
     elif scenario.source == "async_generator":
         remaining = [item async for item in items]
-    return Run(result, raised, leftover, loop_errors.messages(), log, remaining)
+    return Run(result, raised, leftover, loop_errors.messages(), log, remaining, progress)
 
 
 @settings(deadline=None, max_examples=200)
@@ -451,6 +464,27 @@ def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObjec
             assert outcome.error is recorder.cleanup_errors.get(outcome.index)
     completion_order = [index for entry, index in log if entry == "failed"]
     assert result.first_failure_index == (completion_order[0] if completion_order else None)
+
+    # The progress hook saw each item that ran end exactly once, as it ended, with running counts. The total is
+    # the number of items when known: len(), else the hint until the input ends and the exact count after.
+    endings = [position for position, (entry, _) in enumerate(log) if entry in status_of]
+    assert [(report.index, report.status) for report in run.progress] == [
+        (log[position][1], status_of[log[position][0]]) for position in endings
+    ]
+    for number, (report, position) in enumerate(zip(run.progress, endings, strict=True), start=1):
+        assert report.succeeded + report.failed + report.cancelled == number
+        assert report.started >= number
+        input_ended = ("end", -1) in log[:position]
+        if scenario.source == "list":
+            assert report.total == scenario.count
+        elif scenario.total is None:
+            assert report.total is None
+        else:
+            assert report.total == (scenario.count if input_ended else scenario.total)
+    if run.progress:
+        last = run.progress[-1]
+        assert (last.succeeded, last.failed, last.cancelled) == (result.succeeded, result.failed, result.cancelled)
+        assert last.started == len(started)
 
     # Never more than `concurrency` items running at once.
     running = 0
