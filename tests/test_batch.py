@@ -313,6 +313,18 @@ async def test_wrong_length_fails_its_batch(change: Any, actual: int) -> None:
     assert result.values() == [0, 1, 2, None, None, None, 6, 7, 8]
 
 
+async def test_task_emptying_its_batch_still_checked() -> None:
+    async def task(batch: list[int]) -> list[int]:
+        batch.clear()
+        return []
+
+    result = await batch_map(task, range(4), batch_size=2, return_result=True)
+
+    assert statuses(result) == ["failed"] * 4
+    assert list(result.spans) == [BatchSpan(0, 0, 2), BatchSpan(1, 2, 4)]
+    assert "the task returned 0 results for 2 items" in str(result.outcomes[0].error)
+
+
 async def test_wrong_length_raises_naming_batch() -> None:
     async def task(batch: list[int]) -> list[int]:
         return []
@@ -383,7 +395,7 @@ async def test_failed_batch_raises_with_result() -> None:
     error = raised.value
     assert error.__cause__ is boom
     assert str(error) == (
-        "numbers: 1 failed of 4 batches. Failed: batch 1 (items 3 to 5): ValueError('boom') "
+        "numbers: 1 batch failed, 3 succeeded. Failed: batch 1 (items 3 to 5): ValueError('boom') "
         "(7 items succeeded, 3 failed, 0 cancelled, 0 not started)"
     )
     assert error.result.values() == [0, 1, 2, None, None, None, 6, 7, 8, 9]
@@ -397,7 +409,7 @@ async def test_message_lists_first_three_failures() -> None:
         await batch_map(task, range(5), batch_size=1, concurrency=1, group_name="keys")
 
     message = str(raised.value)
-    assert message.startswith("keys: 5 failed of 5 batches. Failed: batch 0 (item 0): KeyError(0); ")
+    assert message.startswith("keys: 5 batches failed, 0 succeeded. Failed: batch 0 (item 0): KeyError(0); ")
     assert "batch 2 (item 2): KeyError(2); and 2 more (0 items succeeded, 5 failed" in message
 
 
@@ -432,7 +444,7 @@ async def test_trip_raises_batch_error_with_reason() -> None:
         await batch_map(task, range(10), batch_size=2, concurrency=1, max_failures=0, group_name="g")
 
     assert str(raised.value).startswith(
-        "g: 1 failed of 1 batches; stopped early because 1 failure exceeded max_failures=0."
+        "g: 1 batch failed, 0 succeeded; stopped early because 1 failure exceeded max_failures=0."
     )
     assert raised.value.result.not_started == 8
 
@@ -646,7 +658,7 @@ async def test_bad_weight_is_input_error(bad_weight: object, error: type[Excepti
     assert statuses(raised.value.result) == ["not_started"] * 3
 
 
-async def test_full_weighted_async_batch_does_not_wait() -> None:
+async def test_full_weighted_batch_starts_at_once() -> None:
     more = asyncio.Event()
     task_calls: list[list[int]] = []
 
@@ -729,7 +741,7 @@ async def test_slow_batch_does_not_hold_others() -> None:
     assert values == list(range(10))
 
 
-async def test_full_async_batch_does_not_wait_for_next_item() -> None:
+async def test_full_async_batch_starts_at_once() -> None:
     more = asyncio.Event()
     task_calls: list[list[int]] = []
 
@@ -1369,7 +1381,7 @@ def test_batch_map_properties(
     assert len(outcomes) <= count
     assert result.succeeded + result.failed + result.cancelled + result.not_started == len(outcomes)
 
-    # The batches cut the input into consecutive runs within the bounds, in the order the task saw them.
+    # The batches cut the input into consecutive runs within the bounds, and the task got each batch that started.
     assert [span.index for span in spans] == list(range(len(spans)))
     assert all(span.start == previous.stop for previous, span in itertools.pairwise(spans))
     assert all(1 <= span.size <= result.batch_size for span in spans)

@@ -78,8 +78,8 @@ def _current_group() -> str:
 
 
 async def group_names(items: list[int]) -> list[str]:
-    # A plain function called by the driver sees the group that a Flyte task call from the same place is
-    # submitted under (the local controller reads it from the same task context).
+    # A plain function called by the driver reads the group that a Flyte task call from the same place is
+    # submitted under, because the local controller takes it from the same task context.
     return [_current_group()] * len(items)
 
 

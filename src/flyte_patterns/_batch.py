@@ -8,9 +8,9 @@ results into one value instead of keeping them.
 Batches:
 
 * ``batch_size`` bounds the number of items in a batch. When it is not given, it is chosen from the number of
-  items ``n`` and the concurrency ``c``: ``ceil(n / (4 * c))``, at least 1 and at most 1,000, so that every worker
-  gets about four batches and a slow batch can be balanced by the others. ``n`` is ``len(items)``, or the
-  ``total`` hint for an input without ``len()``. When neither is known, the batch size is 100. See
+  items ``n`` and the concurrency ``c`` as ``ceil(n / (4 * c))``, at least 1 and at most 1,000. Every worker then
+  gets about four batches, so the others can make up for a slow one. ``n`` is ``len(items)``, or the ``total``
+  hint for an input without ``len()``. When neither is known, the batch size is 100. See
   :func:`auto_batch_size`.
 * ``max_batch_weight`` and ``weight`` add a second bound: a batch ends before the item that would take the sum
   of ``weight(item)`` over its items past ``max_batch_weight``. An item heavier than the bound on its own is
@@ -19,7 +19,7 @@ Batches:
   batch from the items that follow, so at most ``concurrency`` batches of items (plus one held item under a
   weight bound) are in memory. A batch starts as soon as it is full or the input ends; a full batch never waits
   for the next item. For an async iterable, a partial batch waits for more items, at most ``max_wait`` seconds
-  after its first item arrived when ``max_wait`` is given.
+  after it received its first item when ``max_wait`` is given.
 
 Scheduling is a sliding window over batches (the fan-out engine): at most ``concurrency`` batches run at once,
 and the next batch starts as soon as any batch finishes, so one slow batch does not hold up the others.
@@ -279,7 +279,7 @@ def progress_bar_default() -> bool:
     if not interactive:
         return False
     context = flyte.ctx()
-    # A task on a cluster runs with mode "remote"; "local" and "hybrid" runs have the user's terminal.
+    # A task on a cluster runs with mode "remote". Local and hybrid runs have the user's terminal.
     return not (bool(context) and context.mode == "remote")
 
 
@@ -416,7 +416,7 @@ class _BatchRun(Generic[T]):
         self.on_progress = on_progress
         self.show_bar = progress_bar_default() if progress_bar is None else progress_bar
         self.group_base = f"{task_name(task)}_{pattern}" if group_name is None else group_name
-        # Groups exist only inside a Flyte task; outside one, entering a group would only cost time.
+        # Groups exist only inside a Flyte task, so outside one the batcher does not enter them.
         self.grouped = bool(flyte.ctx())
         self.keep_values = True
         self.tail = 0
@@ -435,6 +435,22 @@ class _BatchRun(Generic[T]):
             "" if batch_size is not None else " (automatic)",
             concurrency,
         )
+
+    def task_caller(self, task: Callable[[list[T]], Any]) -> Callable[[Batch[T]], Awaitable[list[Any]]]:
+        """Return a coroutine function that calls ``task`` on one batch and returns its checked list of results.
+
+        The task is bound here, in the caller's Flyte context, as the calls will run in it.
+        """
+        call = bind_call(task)
+        always_awaitable = inspect.iscoroutinefunction(call)
+
+        async def call_task(batch: Batch[T]) -> list[Any]:
+            output = call(batch.items)
+            if always_awaitable or inspect.isawaitable(output):
+                output = await output
+            return _checked_results(output, batch)
+
+        return call_task
 
     def group(self, index: int) -> contextlib.AbstractContextManager[None]:
         """Return the ``flyte.group`` of batch ``index``, or a context that does nothing outside a Flyte task."""
@@ -489,7 +505,7 @@ class _BatchRun(Generic[T]):
             await self.source.close()
 
     async def _count_rest(self) -> None:
-        """After a trip, count the rest of a collection as not started; leave a one-shot iterator as it is."""
+        """After a trip, count the rest of a collection as not started. A one-shot iterator is left as it is."""
         source = self.source
         if not source.re_iterable:
             return
@@ -596,26 +612,19 @@ class _BatchRun(Generic[T]):
     def error(self, result: BatchResult[Any]) -> BatchError:
         """Build the :class:`BatchError` that reports ``result``, chained from the first batch failure."""
         batches = result.batches
-        counts = [
-            f"{count} {label}"
-            for count, label in (
-                (batches.failed, "failed"),
-                (batches.cancelled, "cancelled"),
-                (batches.not_started, "not started"),
-            )
-            if count
-        ]
-        summary = ", ".join(counts) if counts else "none failed"
-        message = f"{self.group_base}: {summary} of {batches.total} batches"
+        failed = f"{batches.failed} batch" if batches.failed == 1 else f"{batches.failed} batches"
+        message = f"{self.group_base}: {failed} failed, {batches.succeeded} succeeded"
+        if batches.cancelled:
+            message += f", {batches.cancelled} cancelled"
         if batches.trip is not None:
             message += f"; stopped early because {batches.trip.message}"
         if not result.input_exhausted:
             message += "; the rest of the input was not read"
         failures = list(batches.errors().items())
         if failures:
-            shown = "; ".join(f"{result.spans[index].describe()}: {error!r}" for index, error in failures[:3])
+            first_three = "; ".join(f"{result.spans[index].describe()}: {error!r}" for index, error in failures[:3])
             more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
-            message += f". Failed: {shown}{more}"
+            message += f". Failed: {first_three}{more}"
         message += (
             f" ({result.succeeded} items succeeded, {result.failed} failed, {result.cancelled} cancelled, "
             f"{result.not_started} not started)"
@@ -636,7 +645,7 @@ def _checked_results(output: object, batch: Batch[Any]) -> list[Any]:
             f"{batch.span().describe()}: the task returned {reprlib.repr(output)} ({type(output).__name__}); "
             f"it must return a list with one result per item"
         )
-    if len(results) != len(batch.items):
+    if len(results) != batch.size:
         raise BatchLengthError(batch.span(), len(results))
     return results
 
@@ -757,8 +766,8 @@ async def batch_map(
         concurrency: The maximum number of batches running at once, at least 1.
         max_batch_weight: The maximum sum of ``weight(item)`` over a batch; needs ``weight``.
         weight: A plain function that returns an item's weight, a finite number of at least 0.
-        max_wait: For an async iterable: the longest a batch that is not full waits for more items after its
-            first item arrived, in seconds or as a ``timedelta``. ``None`` waits until it is full or the input
+        max_wait: For an async iterable: the longest a batch that is not full waits for more items after it
+            received its first item, in seconds or as a ``timedelta``. ``None`` waits until it is full or the input
             ends. No effect on a sync iterable, whose ``next()`` blocks the event loop anyway.
         total: The number of items, for an input without ``len()``. Used for the automatic batch size, for
             ``max_failure_ratio`` and for progress.
@@ -779,9 +788,10 @@ async def batch_map(
     Raises:
         BatchError: Some items did not succeed, and ``return_result`` is false. ``result`` has every outcome.
         FanOutInputError: The input iterable or ``weight`` raised an exception; ``result`` has the outcomes so far.
-        TypeError: ``task`` is not callable or is a coroutine object, ``items`` is not iterable, a number has
-            the wrong type (``True`` is not a number here), ``weight`` and ``max_batch_weight`` are not given
-            together, or ``max_failure_ratio`` is set when the number of batches is unknown.
+        TypeError: ``task`` is not callable or is a coroutine object, or ``items`` is not iterable. Also when
+            a number has the wrong type (``True`` is not a number here), when ``weight`` and
+            ``max_batch_weight`` are not given together, or when ``max_failure_ratio`` is set and the number of
+            batches is unknown.
         ValueError: ``batch_size`` or ``concurrency`` is below 1, another number is out of range, or ``total``
             disagrees with ``len(items)``.
         asyncio.CancelledError: The caller was cancelled; every running batch was cancelled and awaited first.
@@ -812,16 +822,13 @@ async def batch_map(
         group_name=group_name,
         extra_checks=check_flag,
     )
-    call = bind_call(task)
+    call_task = run.task_caller(task)
 
-    async def run_batch(batch: Batch[Any]) -> list[Any]:
+    async def run_batch_in_group(batch: Batch[Any]) -> list[Any]:
         with run.group(batch.index):
-            output = call(batch.items)
-            if inspect.isawaitable(output):
-                output = await output
-        return _checked_results(output, batch)
+            return await call_task(batch)
 
-    batches = await run.run(run_batch)
+    batches = await run.run(run_batch_in_group if run.grouped else call_task)
 
     complete = batches.succeeded == batches.total and run.source.loose == 0 and run.source.exhausted
     if complete and not return_result:
@@ -841,7 +848,7 @@ async def batch_map(
 class _Fold(Generic[A]):
     """The fold of batch values in batch order, run as its own task beside the fan-out.
 
-    Batches deposit their values as they finish; the fold takes them in batch order and keeps the ones that
+    Batches deposit their values as they finish. The fold takes them in batch order and keeps the ones that
     arrive early until their turn. A failed batch abandons the fold, which then drops what it buffered.
     """
 
@@ -879,7 +886,7 @@ class _Fold(Generic[A]):
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Fold values in batch order until all are folded or the fold is abandoned; record a failure of reduce."""
+        """Fold values in batch order until all are folded or the fold is abandoned, and record a failure of reduce."""
         while True:
             while not self._abandoned and self.next in self._ready:
                 value = self._ready.pop(self.next)
@@ -1056,7 +1063,7 @@ async def map_reduce(
         extra_checks=check_functions,
     )
     run.keep_values = False
-    call = bind_call(task)
+    call_task = run.task_caller(task)
     combine_call = None if combine is None else bind_call(combine)
     caller = asyncio.current_task()
     assert caller is not None
@@ -1065,10 +1072,7 @@ async def map_reduce(
     async def run_batch(batch: Batch[Any]) -> None:
         try:
             with run.group(batch.index):
-                output = call(batch.items)
-                if inspect.isawaitable(output):
-                    output = await output
-                value: Any = _checked_results(output, batch)
+                value: Any = await call_task(batch)
                 if combine_call is not None:
                     value = combine_call(value)
                     if inspect.isawaitable(value):
@@ -1085,7 +1089,7 @@ async def map_reduce(
         try:
             batches = await run.run(run_batch)
         except asyncio.CancelledError:
-            # A failure of reduce cancelled this task to stop the fan-out; any other cancellation is the caller's.
+            # A failure of reduce cancelled this task to stop the fan-out. Any other cancellation is the caller's.
             if not (fold.cancelled_caller and caller.uncancel() == 0):
                 raise
             fold.raise_error()

@@ -4,11 +4,11 @@ A batch source is the input of :func:`flyte_patterns._fanout.fan_out`. Each pull
 items that follow the previous batch, so the items in memory are those of the batches being built or run, and
 nothing is read ahead of a free worker. A batch is full, and is returned without waiting for another item, when
 it has ``size`` items or, with a weight bound, when its weight reaches ``max_weight``. With a weight bound, a
-batch also ends when the next item would push it past ``max_weight``; that item is held and starts the next
-batch. An item heavier than ``max_weight`` on its own becomes a batch of one.
+batch also ends when the next item would push it past ``max_weight``. That item is held back and starts the
+next batch. An item heavier than ``max_weight`` on its own becomes a batch of one.
 
 For an async iterable, a batch that is not full waits for its next item. ``max_wait`` bounds that wait: a batch
-starts at most ``max_wait`` seconds after its first item arrived, full or not. The pull that was in flight when
+starts at most ``max_wait`` seconds after it received its first item, full or not. The pull that was in flight when
 the time ran out is kept and gives the next batch its first item.
 
 The source records where every batch starts, and counts the items it pulled but did not put in a batch (a batch
@@ -38,7 +38,7 @@ _TIMED_OUT: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class BatchSpan:
-    """Where one batch sits in the input: the items ``start`` (inclusive) to ``stop`` (exclusive).
+    """The position of one batch in the input: the items ``start`` (inclusive) to ``stop`` (exclusive).
 
     Attributes:
         index: The batch's position among the batches, from 0.
@@ -63,17 +63,21 @@ class BatchSpan:
 
 
 class Batch(Generic[T]):
-    """One batch as the fan-out sees it: its position and its items."""
+    """One batch as the fan-out receives it: its position and its items.
 
-    __slots__ = ("index", "items", "start")
+    ``size`` is taken when the batch is built, because the task receives ``items`` itself and may change it.
+    """
+
+    __slots__ = ("index", "items", "size", "start")
 
     def __init__(self, index: int, start: int, items: list[T]) -> None:
         self.index = index
         self.start = start
         self.items = items
+        self.size = len(items)
 
     def span(self) -> BatchSpan:
-        return BatchSpan(self.index, self.start, self.start + len(self.items))
+        return BatchSpan(self.index, self.start, self.start + self.size)
 
 
 class Spans(Sequence[BatchSpan]):
@@ -140,7 +144,7 @@ def check_weight_bound(max_batch_weight: object, weight: object) -> float | None
 
 
 class BatchSource(Generic[T]):
-    """What the sync and async sources share: the bounds, the record of batches, and the count of loose items."""
+    """The state the sync and async sources share: the bounds, the record of batches, and the loose items."""
 
     def __init__(
         self,
@@ -253,17 +257,28 @@ class SyncBatches(BatchSource[T], Iterator[Batch[T]]):
     def __next__(self) -> Batch[T]:
         if self.exhausted:
             raise StopIteration
-        if self._weight is None:
-            # `extend` appends each item as it is pulled (CPython), so if the input raises midway, the items
-            # pulled before are still in the list and are counted as pulled.
-            self._building.extend(islice(self._source, self.size - len(self._building)))
-            if len(self._building) < self.size:
-                self.exhausted = True
-        else:
+        if self._weight is not None:
             self._fill_weighed()
-        if not self._building:
-            raise StopIteration
-        return self._emit()
+            if not self._building:
+                raise StopIteration
+            return self._emit()
+
+        # The common case, with _emit inlined: this runs once per batch, and a batch may be a single item.
+        # `extend` appends each item as it is pulled (CPython), so if the input raises midway, the items pulled
+        # before are still in the list and are counted as pulled.
+        items = self._building
+        items.extend(islice(self._source, self.size))
+        count = len(items)
+        if count < self.size:
+            self.exhausted = True
+            if not count:
+                raise StopIteration
+        self._building = []
+        start = self.dispatched
+        batch = Batch(len(self._starts), start, items)
+        self._starts.append(start)
+        self.dispatched = start + count
+        return batch
 
     def _fill_weighed(self) -> None:
         self._take_held()
