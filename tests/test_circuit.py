@@ -42,6 +42,19 @@ async def loop_errors() -> AsyncIterator[LoopErrors]:
     loop.set_exception_handler(previous)
 
 
+async def test_loop_errors_catches_lost_exception(loop_errors: LoopErrors) -> None:
+    async def fail() -> None:
+        raise ValueError("lost")
+
+    task = asyncio.create_task(fail())
+    await asyncio.sleep(0)
+    del task
+
+    # The check used by the cancellation tests below does see an exception that nobody retrieved.
+    assert loop_errors.messages() == ["Task exception was never retrieved"]
+    loop_errors.contexts.clear()
+
+
 def statuses(outcomes: Any) -> list[str]:
     return [outcome.status.value for outcome in outcomes]
 

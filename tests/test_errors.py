@@ -41,7 +41,7 @@ def _chain(*excs: BaseException) -> BaseException:
 def _remote(code: str, message: str = "failed") -> flyte.errors.RuntimeUserError:
     """Build a task error the way Flyte delivers it: only the class name survives, as the code.
 
-    This stands in for a cluster run, which this test suite cannot reach. The local engine builds the same
+    This replaces a cluster run, which this test suite cannot reach. The local engine builds the same
     objects through the same conversion, as the real-engine tests below check.
     """
     return flyte.errors.RuntimeUserError(code, message)

@@ -96,8 +96,10 @@ def bind_call(task: Callable[..., Awaitable[T]] | Callable[..., T]) -> Callable[
     return task
 
 
-async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Call ``task`` with the arguments and return its result.
+
+    ``task`` is positional-only, so a task may have a keyword parameter called ``task``.
 
     A Flyte task becomes one action when this runs inside a Flyte task, and a plain call otherwise (see
     :func:`bind_call`). A plain callable may be async or return a value directly; a synchronous one runs inline on
