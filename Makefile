@@ -38,6 +38,7 @@ test: lint typecheck
 # The quick versions of the benchmarks; see docs/benchmarks.md for the full runs.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_fanout.py --quick
+	$(BIN)/python benchmarks/bench_batching.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
