@@ -22,6 +22,7 @@ from flyte_patterns import (
     BatchProgress,
     BatchResult,
     BatchSpan,
+    BatchWarning,
     FanOutInputError,
     OutcomeStatus,
     ReduceError,
@@ -784,6 +785,16 @@ async def test_max_wait_starts_partial_batch(max_wait: float | timedelta) -> Non
 
     assert task_calls == [[0, 1], [2, 3, 4]]
     assert values == [0, 1, 2, 3, 4]
+
+
+async def test_max_wait_on_sync_iterable_warns() -> None:
+    task = Recorder()
+
+    with pytest.warns(BatchWarning, match=r"max_wait=0\.5 has no effect on a sync iterable such as range") as caught:
+        values = await batch_map(task, range(4), batch_size=3, max_wait=0.5)
+
+    assert values == [0, 2, 4, 6]
+    assert caught[0].filename == __file__
 
 
 async def test_max_wait_pull_in_flight_cancelled_on_trip(loop_errors: LoopErrors) -> None:

@@ -122,6 +122,15 @@ async def drive_batches() -> str:
     seen["empty_total"] = await map_reduce(double_all, [], reduce=add, initial=-1, combine=total)
     seen["empty_calls"] = list(_calls)
     seen["sync_task"] = await batch_map(square_sync, range(5), batch_size=2)
+    _calls.clear()
+    rejected = []
+    for bad in ({"batch_size": 0}, {"batch_size": -1}, {"batch_size": True}, {"batch_size": 1.5}, {"concurrency": 0}):
+        try:
+            await batch_map(double_all, range(3), **bad)
+        except (TypeError, ValueError) as error:
+            rejected.append(type(error).__name__)
+    seen["rejected"] = rejected
+    seen["rejected_calls"] = list(_calls)
     return json.dumps(seen)
 
 
@@ -209,7 +218,7 @@ async def drive_cancel() -> str:
     )
 
 
-async def test_flyte_last_partial_batch_and_empty_input(run_local: RunLocal) -> None:
+async def test_flyte_batches_and_bad_sizes(run_local: RunLocal) -> None:
     seen = json.loads(await run_local(drive_batches))
 
     assert seen["range7_calls"] == [[0, 1, 2], [3, 4, 5], [6]]
@@ -221,6 +230,8 @@ async def test_flyte_last_partial_batch_and_empty_input(run_local: RunLocal) -> 
     assert seen["empty_total"] == -1
     assert seen["empty_calls"] == []
     assert seen["sync_task"] == [0, 1, 4, 9, 16]
+    assert seen["rejected"] == ["ValueError", "ValueError", "TypeError", "TypeError", "ValueError"]
+    assert seen["rejected_calls"] == []
 
 
 async def test_flyte_results_in_input_order(run_local: RunLocal) -> None:

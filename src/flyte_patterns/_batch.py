@@ -76,6 +76,7 @@ import logging
 import math
 import reprlib
 import sys
+import warnings
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,6 +145,10 @@ def auto_batch_size(total: int | None, concurrency: int) -> int:
 
 
 # ---------------------------------------------------------------- errors and results
+
+
+class BatchWarning(UserWarning):
+    """A legal but suspicious argument of :func:`batch_map` or :func:`map_reduce`, such as one that has no effect."""
 
 
 class BatchLengthError(ValueError):
@@ -370,6 +375,15 @@ class _BatchRun(Generic[T]):
             check_int(total, name="total", minimum=0)
         if not isinstance(items, Iterable | AsyncIterable):
             raise TypeError(f"items must be an iterable or an async iterable, got {items!r} ({type(items).__name__})")
+        if wait is not None and not isinstance(items, AsyncIterable):
+            # The warning points at the caller of batch_map or map_reduce, two frames up.
+            warnings.warn(
+                f"max_wait={max_wait!r} has no effect on a sync iterable such as {type(items).__name__}, because "
+                f"its next() blocks the event loop until the item is there; remove max_wait, or pass an async "
+                f"iterable",
+                BatchWarning,
+                stacklevel=3,
+            )
         length = len(items) if isinstance(items, Sized) else None
         if length is not None and total is not None and total != length:
             raise ValueError(f"total={total!r} disagrees with len(items)={length}; pass total=None")
@@ -768,7 +782,7 @@ async def batch_map(
         weight: A plain function that returns an item's weight, a finite number of at least 0.
         max_wait: For an async iterable: the longest a batch that is not full waits for more items after it
             received its first item, in seconds or as a ``timedelta``. ``None`` waits until it is full or the input
-            ends. No effect on a sync iterable, whose ``next()`` blocks the event loop anyway.
+            ends. No effect on a sync iterable, whose ``next()`` blocks the event loop anyway (:class:`BatchWarning`).
         total: The number of items, for an input without ``len()``. Used for the automatic batch size, for
             ``max_failure_ratio`` and for progress.
         max_failures: Failed batches tolerated; one more stops the run.
