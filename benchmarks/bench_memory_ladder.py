@@ -290,14 +290,14 @@ def print_measured(climbs: list[MeasuredClimb], needs: list[int], rounds: int, m
     )
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for need in needs:
-        baseline = [climb for climb in climbs if climb.need == need and climb.case == ORACLE]
-        baseline_wall = statistics.median(climb.wall for climb in baseline)
-        baseline_memory = statistics.median(climb.memory_seconds for climb in baseline)
+        baseline = [measured for measured in climbs if measured.need == need and measured.case == ORACLE]
+        baseline_wall = statistics.median(measured.wall for measured in baseline)
+        baseline_memory = statistics.median(measured.memory_seconds for measured in baseline)
         for case in [*MEASURED_LADDERS, ORACLE]:
-            mine = [climb for climb in climbs if climb.need == need and climb.case == case]
-            wall = statistics.median(climb.wall for climb in mine)
-            memory_seconds = statistics.median(climb.memory_seconds for climb in mine)
-            tried = ", ".join(show_size(size) for size in mine[0].sizes)
+            same_case = [measured for measured in climbs if measured.need == need and measured.case == case]
+            wall = statistics.median(measured.wall for measured in same_case)
+            memory_seconds = statistics.median(measured.memory_seconds for measured in same_case)
+            tried = ", ".join(show_size(size) for size in same_case[0].sizes)
             expected = "1" if case == ORACLE else str(climb(memory_ladder(**LADDERS[case]), need, model).attempts)
             print(
                 f"| {need / MB:,.0f} MB | {case} | {tried} | {expected} | {wall:.2f} s | {memory_seconds / GI:.2f} "
