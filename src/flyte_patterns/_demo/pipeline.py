@@ -1,0 +1,388 @@
+"""The demo pipeline: a Flyte driver task that puts every pattern of the library to work on a source tree.
+
+Steps, all inside :func:`demo_pipeline`:
+
+1. **Auto batcher.** The files are split into batches of ``batch_size``, and :func:`analyse_batch` runs once per
+   batch, ``concurrency`` batches at a time.
+2. **Fallback runner.** Inside each batch, every file goes through the analysers of
+   :mod:`flyte_patterns._demo.analysis` under :func:`flyte_patterns.with_fallback`: ``ast`` first, then the
+   tokenizer, then the line scanner.
+3. **Circuit breaker.** It guards the batch fan-out and counts failed batches. A batch fails when more than half of
+   its files fail (binary or unreadable files), so on a tree of junk the breaker trips after a few batches,
+   cancels the running ones and starts no more; the report keeps every result obtained until then.
+4. **OOM retrier.** :func:`index_tree` builds the cross-reference index of :mod:`flyte_patterns._demo.xref`, whose
+   memory grows with the tree, starting from a deliberately small memory limit. Each time it runs out of memory
+   it is run again with more, and the report lists every rung it tried. Locally the limit is enforced by running
+   the task body in a child process that is killed when it passes the limit; on a cluster Kubernetes enforces it.
+   The step is skipped when the breaker tripped.
+
+The tree arrives as a ``flyte.io.Dir`` and each batch receives ``flyte.io.File`` objects, so the same code runs on
+a cluster, where the driver's pod has no access to the user's disk. Locally both refer to the files in place and
+nothing is copied.
+
+Progress: on the local engine the tasks run in the caller's process, so :func:`listening_to_progress` lets the
+command line draw a progress bar from :class:`BatchFinished` and :class:`IndexAttempt` events. On a cluster no
+events arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+import flyte
+import flyte.errors
+from flyte.io import Dir, File
+
+from flyte_patterns import flyte_code, is_out_of_memory
+
+from .analysis import ANALYSERS, FileAnalysis, analyse_file, describe_error
+from .report import (
+    AnalysisTotals,
+    BatchError,
+    BatchStep,
+    DemoReport,
+    DemoSettings,
+    FileRecord,
+    IndexStep,
+    MemoryRung,
+)
+from .xref import IndexSummary, build_index
+
+logger = logging.getLogger("flyte_patterns.demo")
+
+FAILED_SHARE = 0.5
+"""A batch fails when more than this share of its files fail."""
+
+
+def _demo_image() -> flyte.Image:
+    """Return the image the demo's tasks run in on a cluster: Flyte's Debian base with this package installed."""
+    version = metadata.version("flyte-patterns")
+    return flyte.Image.from_debian_base(name="flyte-patterns-demo").with_pip_packages(f"flyte-patterns=={version}")
+
+
+env = flyte.TaskEnvironment(
+    name="flyte_patterns_demo",
+    image=_demo_image(),
+    resources=flyte.Resources(cpu=1, memory="512Mi"),
+)
+
+
+class BatchAnalysisError(Exception):
+    """More than half of the files of a batch could not be analysed: the batch is treated as failed."""
+
+
+# ---------------------------------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class BatchFinished:
+    """A batch finished running.
+
+    Attributes:
+        batch: The batch's position, from 0.
+        files: How many files it had.
+        status: ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
+    """
+
+    batch: int
+    files: int
+    status: str
+
+
+@dataclass(frozen=True)
+class IndexAttempt:
+    """An attempt of the index step started or ended.
+
+    Attributes:
+        memory: The attempt's memory limit as a Kubernetes quantity.
+        status: ``"started"``, ``"out of memory"``, ``"succeeded"`` or ``"failed"``.
+    """
+
+    memory: str
+    status: str
+
+
+ProgressEvent = BatchFinished | IndexAttempt
+ProgressListener = Callable[[ProgressEvent], object]
+
+_listener: ProgressListener | None = None
+
+
+@contextlib.contextmanager
+def listening_to_progress(listener: ProgressListener) -> Iterator[None]:
+    """Send the progress events of local runs started in this block to ``listener``.
+
+    Flyte runs a local driver on an event loop in a thread of its own, so the listener is called from that
+    thread. A listener that raises is logged and ignored.
+    """
+    global _listener
+    previous, _listener = _listener, listener
+    try:
+        yield
+    finally:
+        _listener = previous
+
+
+def _emit(event: ProgressEvent) -> None:
+    listener = _listener
+    if listener is None:
+        return
+    try:
+        listener(event)
+    except Exception:
+        logger.exception("the progress listener raised on %r; ignoring it", event)
+
+
+# ---------------------------------------------------------------------------------------------------- tasks
+
+
+@env.task
+async def analyse_batch(files: list[File]) -> list[FileAnalysis]:
+    """Analyse every file of a batch, each with the first analyser of the fallback chain that succeeds.
+
+    Raises:
+        BatchAnalysisError: More than half of the files failed, which means the batch is junk, not source.
+    """
+    results = []
+    for file in files:
+        # Locally the file is already on disk and download() returns its path; on a cluster it fetches it.
+        local_path = await file.download()
+        results.append(await analyse_file(local_path))
+
+    failed = [(file, result) for file, result in zip(files, results, strict=True) if result.failed]
+    if len(failed) > FAILED_SHARE * len(results):
+        first_file, first_result = failed[0]
+        raise BatchAnalysisError(
+            f"{len(failed)} of {len(results)} files could not be analysed; "
+            f"first: {first_file.name}: {first_result.error}"
+        )
+    return results
+
+
+@env.task
+async def index_tree(source: Dir, paths: list[str]) -> IndexSummary:
+    """Build the cross-reference index of the files ``paths`` of ``source`` and return its summary."""
+    # Locally the directory is used in place; on a cluster it is downloaded once into the pod.
+    root = await source.download()
+    return build_index(root, paths).summary()
+
+
+@env.task
+async def demo_pipeline(source: Dir, paths: list[str], total_bytes: int, settings: DemoSettings) -> DemoReport:
+    """Run the four steps over the files ``paths`` (POSIX paths relative to ``source``) and report on each."""
+    base = source.path.rstrip("/")
+    files = [File.from_existing_remote(f"{base}/{relative}") for relative in paths]
+
+    batch_started = time.monotonic()
+    run = await _analyse_in_batches(files, settings)
+    batch_seconds = time.monotonic() - batch_started
+    analysis, step, fallback_files, failed_files = summarise_batches(paths, settings.batch_size, run)
+    step = _with_seconds(step, batch_seconds)
+
+    if step.tripped:
+        index = IndexStep(status="skipped", error="the circuit breaker tripped, so the tree was not indexed")
+    else:
+        results = run.file_results()
+        analysed = [path for path, result in zip(paths, results, strict=True) if result and not result.failed]
+        index = await _index_with_memory_ladder(source, analysed, settings)
+
+    return DemoReport(
+        source=source.path,
+        files=len(paths),
+        total_bytes=total_bytes,
+        settings=settings,
+        analysis=analysis,
+        batches=step,
+        index=index,
+        fallback_files=fallback_files,
+        failed_files=failed_files,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What happened to one batch.
+
+    Attributes:
+        status: ``"succeeded"``, ``"failed"``, ``"cancelled"`` or ``"not_started"``.
+        results: One analysis per file, for a batch that succeeded.
+        error: The error of a failed batch, as the driver received it.
+    """
+
+    status: str
+    results: list[FileAnalysis] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """The outcome of every batch, in order, and whether the circuit breaker tripped."""
+
+    batch_size: int
+    outcomes: list[BatchOutcome]
+    files: int
+    tripped: bool = False
+    trip_reason: str = ""
+
+    def file_results(self) -> list[FileAnalysis | None]:
+        """Return one entry per file, in order: its analysis, or ``None`` when its batch did not succeed."""
+        results: list[FileAnalysis | None] = []
+        for number, outcome in enumerate(self.outcomes):
+            size = min(self.batch_size, self.files - number * self.batch_size)
+            results.extend(outcome.results if outcome.results is not None else [None] * size)
+        return results
+
+
+def split_into_batches(items: Sequence[File], batch_size: int) -> list[list[File]]:
+    """Split ``items`` into consecutive batches of ``batch_size``; the last batch may be smaller."""
+    return [list(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
+
+
+async def _analyse_in_batches(files: list[File], settings: DemoSettings) -> BatchRun:
+    """Run :func:`analyse_batch` over the files in batches, under the circuit breaker."""
+    # TODO: replace this stand-in with batch_map and the circuit breaker's thresholds once they are on main. It
+    # runs the batches `concurrency` at a time and never trips, so a tree of junk is analysed to the end.
+    batches = split_into_batches(files, settings.batch_size)
+    limit = asyncio.Semaphore(settings.concurrency)
+
+    async def run_one(number: int, batch: list[File]) -> BatchOutcome:
+        async with limit:
+            try:
+                results = await analyse_batch(batch)
+            except Exception as error:  # noqa: BLE001 - every batch error is recorded in the report
+                _emit(BatchFinished(number, len(batch), "failed"))
+                return BatchOutcome("failed", error=error)
+            _emit(BatchFinished(number, len(batch), "succeeded"))
+            return BatchOutcome("succeeded", results=results)
+
+    outcomes = await asyncio.gather(*(run_one(number, batch) for number, batch in enumerate(batches)))
+    return BatchRun(batch_size=settings.batch_size, outcomes=list(outcomes), files=len(files))
+
+
+def summarise_batches(
+    paths: Sequence[str], batch_size: int, run: BatchRun
+) -> tuple[AnalysisTotals, BatchStep, list[FileRecord], list[FileRecord]]:
+    """Fold the batch outcomes into the report's totals, batch step, fallback files and failed files."""
+    served_by: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    fallback_files: list[FileRecord] = []
+    failed_files: list[FileRecord] = []
+    totals = {"lines": 0, "functions": 0, "classes": 0, "imports": 0}
+    longest = ("", 0)
+
+    for path, result in zip(paths, run.file_results(), strict=True):
+        if result is None:
+            continue
+        if result.fallback_reasons or result.failed:
+            key = _fallback_path(result)
+            fallbacks[key] = fallbacks.get(key, 0) + 1
+            record = FileRecord(path, result.analyser, list(result.fallback_reasons), result.error)
+            (failed_files if result.failed else fallback_files).append(record)
+        if result.stats is None:
+            continue
+        served_by[result.analyser] = served_by.get(result.analyser, 0) + 1
+        stats = result.stats
+        totals["lines"] += stats.lines
+        totals["functions"] += stats.functions
+        totals["classes"] += stats.classes
+        totals["imports"] += stats.imports
+        if stats.longest_function_lines > longest[1]:
+            longest = (f"{path}: {stats.longest_function}", stats.longest_function_lines)
+
+    counts = {status: 0 for status in ("succeeded", "failed", "cancelled", "not_started")}
+    files_by_status = dict(counts)
+    errors = []
+    for number, outcome in enumerate(run.outcomes):
+        size = min(batch_size, len(paths) - number * batch_size)
+        counts[outcome.status] += 1
+        files_by_status[outcome.status] += size
+        if outcome.status == "failed":
+            code = flyte_code(outcome.error) if outcome.error is not None else None
+            errors.append(BatchError(number, paths[number * batch_size], describe_error(outcome.error), code or ""))
+
+    analysis = AnalysisTotals(
+        files_analysed=sum(served_by.values()),
+        files_failed=len(failed_files),
+        longest_function=longest[0],
+        longest_function_lines=longest[1],
+        served_by=dict(sorted(served_by.items())),
+        fallbacks=dict(sorted(fallbacks.items())),
+        **totals,
+    )
+    step = BatchStep(
+        batches=len(run.outcomes),
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        cancelled=counts["cancelled"],
+        not_started=counts["not_started"],
+        tripped=run.tripped,
+        trip_reason=run.trip_reason,
+        files_in_failed_batches=files_by_status["failed"],
+        files_in_cancelled_batches=files_by_status["cancelled"],
+        files_not_started=files_by_status["not_started"],
+        errors=errors,
+    )
+    return analysis, step, sorted(fallback_files, key=_by_path), sorted(failed_files, key=_by_path)
+
+
+def _fallback_path(result: FileAnalysis) -> str:
+    """Return how a file went down the chain, such as ``"ast SyntaxError -> tokenizer"``."""
+    steps = [f"{ANALYSERS[number]} {reason}" for number, reason in enumerate(result.fallback_reasons)]
+    return " -> ".join([*steps, result.analyser or "failed"])
+
+
+def _by_path(record: FileRecord) -> str:
+    return record.path
+
+
+def _with_seconds(step: BatchStep, seconds: float) -> BatchStep:
+    return dataclasses.replace(step, seconds=round(seconds, 3))
+
+
+# ---------------------------------------------------------------------------------------------------- index
+
+
+async def _index_with_memory_ladder(source: Dir, paths: list[str], settings: DemoSettings) -> IndexStep:
+    """Run :func:`index_tree` under the OOM retrier, starting at ``settings.index_memory``."""
+    # TODO: replace this stand-in with retry_with_memory and local memory enforcement once they are on main. It
+    # runs the index once, with no memory limit, so the ladder has a single rung.
+    started = time.monotonic()
+    memory = settings.index_memory
+    _emit(IndexAttempt(memory, "started"))
+    try:
+        summary = await index_tree(source, paths)
+    except Exception as error:  # noqa: BLE001 - the report records any error of the index step
+        outcome = "out of memory" if is_out_of_memory(error) else "failed"
+        _emit(IndexAttempt(memory, outcome))
+        seconds = round(time.monotonic() - started, 3)
+        rung = MemoryRung(memory, outcome, seconds, _describe_flyte_error(error))
+        return IndexStep(status="failed", ladder=[memory], attempts=[rung], error=rung.error, seconds=seconds)
+    _emit(IndexAttempt(memory, "succeeded"))
+    seconds = round(time.monotonic() - started, 3)
+    return IndexStep(
+        status="succeeded",
+        ladder=[memory],
+        attempts=[MemoryRung(memory, "succeeded", seconds)],
+        summary=summary,
+        seconds=seconds,
+    )
+
+
+def _describe_flyte_error(error: BaseException) -> str:
+    """Return ``"ClassName (code 'X'): message"`` for an error a task raised, so the original class shows."""
+    code = flyte_code(error)
+    described = describe_error(error)
+    if not code:
+        return described
+    name, _, message = described.partition(": ")
+    return f"{name} (code {code!r}): {message}" if message else f"{name} (code {code!r})"

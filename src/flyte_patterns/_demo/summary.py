@@ -1,0 +1,127 @@
+"""The summary printed at the end of a demo run: one rich table per pattern."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .analysis import ANALYSERS
+from .report import DemoReport
+
+FALLBACK_ROWS = 8
+"""How many fallback paths and failed files the tables show; the JSON report lists all of them."""
+
+
+def print_summary(console: Console, report: DemoReport, *, engine: str, wall_seconds: float) -> None:
+    """Print the summary of a run to ``console``.
+
+    Sentences are printed with soft wrapping, so a long path stays whole and the terminal wraps it.
+    """
+    for part in summary_parts(report, engine=engine, wall_seconds=wall_seconds):
+        console.print(part, soft_wrap=isinstance(part, Text))
+
+
+def summary_parts(report: DemoReport, *, engine: str, wall_seconds: float) -> list[RenderableType]:
+    """Return the summary of a run: a heading, then a table and a sentence per step."""
+    heading = Text.assemble(
+        ("flyte-patterns demo", "bold"),
+        f": {report.files:,} Python files, {_megabytes(report.total_bytes)}, in {report.source} "
+        f"({engine}, {wall_seconds:.1f} s)",
+    )
+    return [heading, *_batch_section(report), *_fallback_section(report), *_index_section(report)]
+
+
+def _batch_section(report: DemoReport) -> tuple[Table, Text]:
+    step = report.batches
+    settings = report.settings
+    table = _table("Auto batcher and circuit breaker", ("batches", "files", "status"))
+    files_in_succeeded_batches = report.analysis.files_analysed + report.analysis.files_failed
+    table.add_row(str(step.succeeded), f"{files_in_succeeded_batches:,}", "succeeded")
+    table.add_row(str(step.failed), f"{step.files_in_failed_batches:,}", _bad("failed", step.failed))
+    table.add_row(str(step.cancelled), f"{step.files_in_cancelled_batches:,}", _bad("cancelled", step.cancelled))
+    table.add_row(str(step.not_started), f"{step.files_not_started:,}", _bad("not started", step.not_started))
+
+    limits = []
+    if settings.max_failed_batches is not None:
+        limits.append(f"at most {settings.max_failed_batches} failed batches")
+    if settings.max_failed_ratio is not None:
+        limits.append(f"at most {settings.max_failed_ratio:.0%} of batches failed")
+    breaker = (
+        Text(f"tripped: {step.trip_reason}", style="bold red")
+        if step.tripped
+        else Text(f"not tripped ({', '.join(limits) or 'no limit'})", style="green")
+    )
+    caption = Text.assemble(
+        f"{step.batches} batches of up to {settings.batch_size} files, {settings.concurrency} at a time, "
+        f"{step.seconds:.1f} s; breaker ",
+        breaker,
+    )
+    for error in step.errors[:3]:
+        table.add_row("", "", Text(f"batch {error.batch} ({error.first_file}...): {error.error}", style="red"))
+    if len(step.errors) > 3:
+        table.add_row("", "", Text(f"... {len(step.errors) - 3} more failed batches in the JSON report", style="red"))
+    return table, caption
+
+
+def _fallback_section(report: DemoReport) -> tuple[Table, Text]:
+    analysis = report.analysis
+    table = _table("Fallback runner", ("files", "analysed by"))
+    for analyser in ANALYSERS:
+        table.add_row(f"{analysis.served_by.get(analyser, 0):,}", analyser)
+    table.add_row(f"{analysis.files_failed:,}", _bad("failed (every analyser)", analysis.files_failed))
+
+    for path, count in list(analysis.fallbacks.items())[:FALLBACK_ROWS]:
+        table.add_row(Text(f"{count:,}", style="dim"), Text(path, style="dim"))
+    examples = [*report.fallback_files, *report.failed_files][:FALLBACK_ROWS]
+    for record in examples:
+        label = record.analyser or "failed"
+        table.add_row("", Text(f"{record.path} -> {label}", style="dim"))
+
+    longest = (
+        f"; longest function {analysis.longest_function} ({analysis.longest_function_lines:,} lines)"
+        if analysis.longest_function
+        else ""
+    )
+    caption = Text(
+        f"{analysis.lines:,} lines, {analysis.functions:,} functions, {analysis.classes:,} classes, "
+        f"{analysis.imports:,} imports{longest}"
+    )
+    return table, caption
+
+
+def _index_section(report: DemoReport) -> tuple[Table, Text]:
+    index = report.index
+    table = _table("OOM retrier: cross-reference index", ("memory", "outcome", "seconds"))
+    if index.status == "skipped":
+        return table, Text(f"skipped: {index.error}", style="yellow")
+    for attempt in index.attempts:
+        style = "green" if attempt.outcome == "succeeded" else "red"
+        table.add_row(attempt.memory, Text(attempt.outcome, style=style), f"{attempt.seconds:.2f}")
+
+    summary = index.summary
+    if summary is None:
+        return table, Text(f"{index.status}: {index.error}", style="red")
+    most_imported = ", ".join(f"{entry.name} ({entry.count})" for entry in summary.most_imported[:5])
+    caption = Text(
+        f"ladder {' -> '.join(index.ladder)}, {index.seconds:.1f} s; {summary.definitions:,} definitions of "
+        f"{summary.names_defined:,} names, {summary.imports:,} imports of {summary.modules_imported:,} modules "
+        f"({summary.imports_within_tree:,} within the tree); most imported: {most_imported}"
+    )
+    return table, caption
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+    for number, column in enumerate(columns):
+        table.add_column(column, justify="right" if number == 0 else "left")
+    return table
+
+
+def _bad(label: str, count: int) -> Text:
+    return Text(label, style="red" if count else "")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"

@@ -1,0 +1,117 @@
+"""The demo pipeline on the real local Flyte engine, on fixture trees whose numbers are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flyte.io import Dir
+
+from flyte_patterns._cli import main
+from flyte_patterns._demo.pipeline import demo_pipeline
+from flyte_patterns._demo.report import DemoReport, DemoSettings, FileRecord
+
+from .conftest import RunLocal
+from .demo_trees import GOOD_MODULE_STATS, PY2_MODULE_STATS, write_junk_tree, write_source_tree
+
+pytestmark = pytest.mark.flyte
+
+MODULES = 6
+
+
+def _settings(**changes: object) -> DemoSettings:
+    values: dict[str, object] = {
+        "batch_size": 3,
+        "concurrency": 2,
+        "max_failed_batches": 2,
+        "max_failed_ratio": None,
+        "index_memory": "16Mi",
+        "index_max_memory": "1Gi",
+        "index_factor": 2.0,
+    }
+    values.update(changes)
+    return DemoSettings(**values)  # type: ignore[arg-type]
+
+
+async def _run(run_local: RunLocal, root: Path, paths: list[str], settings: DemoSettings) -> DemoReport:
+    source = await Dir.from_local(str(root))
+    total_bytes = sum((root / path).stat().st_size for path in paths)
+    report = await run_local(demo_pipeline, source, paths, total_bytes, settings)
+    assert isinstance(report, DemoReport)
+    return report
+
+
+async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) -> None:
+    paths = write_source_tree(tmp_path, modules=MODULES)
+    report = await _run(run_local, tmp_path, paths, _settings())
+
+    assert report.files == MODULES + 2
+    assert report.source == str(tmp_path)
+    analysis = report.analysis
+    assert analysis.files_analysed == MODULES + 2
+    assert analysis.files_failed == 0
+    assert analysis.served_by == {"ast": MODULES + 1, "tokenizer": 1}
+    assert analysis.fallbacks == {"ast SyntaxError -> tokenizer": 1}
+    assert report.fallback_files == [FileRecord("legacy/old_print.py", "tokenizer", ["SyntaxError"], "")]
+    assert report.failed_files == []
+
+    # The package's __init__.py has two lines and one import.
+    assert analysis.lines == 2 + MODULES * GOOD_MODULE_STATS["lines"] + PY2_MODULE_STATS["lines"]
+    assert analysis.functions == MODULES * GOOD_MODULE_STATS["functions"] + PY2_MODULE_STATS["functions"]
+    assert analysis.classes == MODULES * GOOD_MODULE_STATS["classes"]
+    assert analysis.imports == 1 + MODULES * GOOD_MODULE_STATS["imports"] + PY2_MODULE_STATS["imports"]
+    assert analysis.longest_function == "pkg/mod_0.py: main"
+    assert analysis.longest_function_lines == GOOD_MODULE_STATS["longest_function_lines"]
+
+    batches = report.batches
+    assert batches.batches == 3
+    assert (batches.succeeded, batches.failed, batches.cancelled, batches.not_started) == (3, 0, 0, 0)
+    assert not batches.tripped
+    assert batches.errors == []
+
+    index = report.index
+    assert index.status == "succeeded"
+    assert index.summary is not None
+    assert index.summary.files_indexed == MODULES + 2
+    assert index.summary.definitions == MODULES * 4 + 1
+
+
+async def test_pipeline_fails_junk_batches(tmp_path: Path, run_local: RunLocal) -> None:
+    paths = write_junk_tree(tmp_path, files=24)
+    report = await _run(run_local, tmp_path, paths, _settings(concurrency=1))
+
+    batches = report.batches
+    assert batches.batches == 8
+    assert batches.succeeded == 0
+    assert report.analysis.files_analysed == 0
+    first = batches.errors[0]
+    assert first.batch == 0
+    assert first.first_file == "junk/blob_000.py"
+    assert first.code == "BatchAnalysisError"
+    assert "3 of 3 files could not be analysed" in first.error
+    assert "ValueError: binary content: NUL byte" in first.error
+
+
+def test_cli_runs_demo_on_tree(tmp_path: Path) -> None:
+    paths = write_source_tree(tmp_path / "tree", modules=MODULES)
+    report_path = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        main, ["demo", str(tmp_path / "tree"), "--batch-size", "4", "--report", str(report_path)]
+    )
+    assert result.exit_code == 0, result.output
+
+    document = json.loads(report_path.read_text())
+    assert document["format"] == 1
+    assert document["engine"] == "local Flyte engine"
+    assert document["wall_seconds"] > 0
+    assert document["files"] == len(paths)
+    assert document["analysis"]["served_by"] == {"ast": MODULES + 1, "tokenizer": 1}
+    assert document["batches"]["batches"] == 2
+    assert document["index"]["status"] == "succeeded"
+
+    for heading in ("Auto batcher and circuit breaker", "Fallback runner", "OOM retrier"):
+        assert heading in result.output
+    assert "legacy/old_print.py -> tokenizer" in result.output
+    assert f"JSON report: {report_path}" in result.output
