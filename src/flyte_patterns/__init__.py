@@ -24,6 +24,12 @@ from ._fallback import (
     earlier_attempts,
     with_fallback,
 )
+from ._local_memory import (
+    LocalMemoryLimit,
+    enforce_local_memory,
+    is_local_memory_supported,
+    run_with_memory_limit,
+)
 from ._memory import format_memory, parse_memory
 
 # A library adds no handler of its own: the application decides where log records go, and without logging set
@@ -54,4 +60,9 @@ __all__ = [
     "Trigger",
     "earlier_attempts",
     "with_fallback",
+    # Local memory enforcement
+    "LocalMemoryLimit",
+    "enforce_local_memory",
+    "is_local_memory_supported",
+    "run_with_memory_limit",
 ]
