@@ -181,12 +181,20 @@ def test_tree_selection_rejects_file(tmp_path: Path) -> None:
         find_source_files(tmp_path / "a.py")
 
 
-def test_staging_copies_only_selected_files(tmp_path: Path) -> None:
+def test_staging_copies_files_flat(tmp_path: Path) -> None:
     paths = write_source_tree(tmp_path / "tree", modules=2)
-    staged = stage_files(tmp_path / "tree", paths, tmp_path / "staged")
-    assert find_source_files(staged) == paths
-    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == paths
-    assert (staged / "pkg" / "mod_1.py").read_text() == GOOD_MODULE
+    names = stage_files(tmp_path / "tree", paths, tmp_path / "staged")
+    assert names == ["0-old_print.py", "1-__init__.py", "2-mod_0.py", "3-mod_1.py"]
+    assert sorted(p.name for p in (tmp_path / "staged").iterdir()) == names
+    assert (tmp_path / "staged" / "3-mod_1.py").read_text() == GOOD_MODULE
+
+
+def test_index_reads_staged_names(tmp_path: Path) -> None:
+    paths = write_source_tree(tmp_path / "tree", modules=2)
+    names = stage_files(tmp_path / "tree", paths, tmp_path / "staged")
+    staged = build_index(tmp_path / "staged", paths, names=names).summary()
+    assert staged == build_index(tmp_path / "tree", paths).summary()
+    assert staged.imports_within_tree == 1
 
 
 def test_index_counts_definitions_and_imports(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ from click.testing import CliRunner
 from flyte.io import Dir
 
 from flyte_patterns._cli import main
-from flyte_patterns._demo.pipeline import demo_pipeline
+from flyte_patterns._demo.pipeline import (
+    BatchFinished,
+    IndexAttempt,
+    ProgressEvent,
+    demo_pipeline,
+    listening_to_progress,
+)
 from flyte_patterns._demo.report import DemoReport, DemoSettings, FileRecord
 
 from .conftest import RunLocal
@@ -38,14 +44,16 @@ def _settings(**changes: object) -> DemoSettings:
 async def _run(run_local: RunLocal, root: Path, paths: list[str], settings: DemoSettings) -> DemoReport:
     source = await Dir.from_local(str(root))
     total_bytes = sum((root / path).stat().st_size for path in paths)
-    report = await run_local(demo_pipeline, source, paths, total_bytes, settings)
+    report = await run_local(demo_pipeline, source, paths, paths, total_bytes, settings)
     assert isinstance(report, DemoReport)
     return report
 
 
 async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) -> None:
     paths = write_source_tree(tmp_path, modules=MODULES)
-    report = await _run(run_local, tmp_path, paths, _settings())
+    events: list[ProgressEvent] = []
+    with listening_to_progress(events.append):
+        report = await _run(run_local, tmp_path, paths, _settings())
 
     assert report.files == MODULES + 2
     assert report.source == str(tmp_path)
@@ -76,6 +84,16 @@ async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) ->
     assert index.summary is not None
     assert index.summary.files_indexed == MODULES + 2
     assert index.summary.definitions == MODULES * 4 + 1
+
+    finished = sorted((e for e in events if isinstance(e, BatchFinished)), key=lambda e: e.batch)
+    assert finished == [
+        BatchFinished(0, 3, "succeeded"),
+        BatchFinished(1, 3, "succeeded"),
+        BatchFinished(2, 2, "succeeded"),
+    ]
+    attempts = [e for e in events if isinstance(e, IndexAttempt)]
+    assert attempts[0] == IndexAttempt("16Mi", "started")
+    assert attempts[-1].status == "succeeded"
 
 
 async def test_pipeline_fails_junk_batches(tmp_path: Path, run_local: RunLocal) -> None:

@@ -207,7 +207,7 @@ def _run_local(root: Path, paths: list[str], total_bytes: int, settings: Any, ve
             with _progress_bar(len(paths)) as listener, listening_to_progress(listener):
                 source = Dir.from_local_sync(str(root))
                 context = flyte.with_runcontext(name=run_name, raw_data_path=raw_data)
-                run = context.run(demo_pipeline, source, paths, total_bytes, settings)
+                run = context.run(demo_pipeline, source, paths, paths, total_bytes, settings)
                 return run.outputs()[0]
         except Exception as error:
             raise click.ClickException(f"the demo pipeline failed: {type(error).__name__}: {error}") from error
@@ -248,10 +248,11 @@ def _run_remote(root: Path, paths: list[str], total_bytes: int, settings: Any, c
     flyte.init_from_config(config_file, log_level=_flyte_log_level(verbose))
     with tempfile.TemporaryDirectory(prefix="flyte-patterns-demo-") as staging:
         # Upload only the selected files, not the caches and installed packages that share their directory.
-        staged = stage_files(root, paths, Path(staging) / root.name)
+        staged = Path(staging) / root.name
+        names = stage_files(root, paths, staged)
         try:
             source = Dir.from_local_sync(str(staged))
-            run = flyte.run(demo_pipeline, source, paths, total_bytes, settings)
+            run = flyte.run(demo_pipeline, source, names, paths, total_bytes, settings)
             console.print(f"Started run {run.name}: {run.url}")
             with console.status("waiting for the run to finish on the cluster"):
                 run.wait(quiet=True)

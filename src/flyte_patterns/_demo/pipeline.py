@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import flyte
 import flyte.errors
@@ -61,16 +62,26 @@ FAILED_SHARE = 0.5
 """A batch fails when more than this share of its files fail."""
 
 
-def _demo_image() -> flyte.Image:
-    """Return the image the demo's tasks run in on a cluster: Flyte's Debian base with this package installed."""
+def _demo_image() -> flyte.Image | str:
+    """Return the image the demo's tasks run in on a cluster.
+
+    Flyte ships a run's code as a bundle of the modules imported from under its root directory, leaving out
+    anything installed in site-packages. A source checkout (an editable install, as ``make demo`` makes) is
+    therefore shipped with the run, and Flyte's default image (``"auto"``, Debian with the local Python and Flyte
+    versions) is enough. An installed package is not shipped, so the image installs the same version of it.
+    """
+    package_directory = Path(__file__).resolve().parent.parent
+    if {"site-packages", "dist-packages"}.isdisjoint(package_directory.parts):
+        return "auto"
     version = metadata.version("flyte-patterns")
     return flyte.Image.from_debian_base(name="flyte-patterns-demo").with_pip_packages(f"flyte-patterns=={version}")
 
 
+# On a cluster a scalar memory is only a request; the pair also sets the limit at which Kubernetes kills a pod.
 env = flyte.TaskEnvironment(
     name="flyte_patterns_demo",
     image=_demo_image(),
-    resources=flyte.Resources(cpu=1, memory="512Mi"),
+    resources=flyte.Resources(cpu=1, memory=("512Mi", "1Gi")),
 )
 
 
@@ -167,18 +178,29 @@ async def analyse_batch(files: list[File]) -> list[FileAnalysis]:
 
 
 @env.task
-async def index_tree(source: Dir, paths: list[str]) -> IndexSummary:
-    """Build the cross-reference index of the files ``paths`` of ``source`` and return its summary."""
+async def index_tree(source: Dir, names: list[str], paths: list[str]) -> IndexSummary:
+    """Build the cross-reference index of the files ``names`` of ``source``, known as ``paths``, and summarise it."""
     # Locally the directory is used in place; on a cluster it is downloaded once into the pod.
     root = await source.download()
-    return build_index(root, paths).summary()
+    return build_index(root, paths, names=names).summary()
 
 
 @env.task
-async def demo_pipeline(source: Dir, paths: list[str], total_bytes: int, settings: DemoSettings) -> DemoReport:
-    """Run the four steps over the files ``paths`` (POSIX paths relative to ``source``) and report on each."""
+async def demo_pipeline(
+    source: Dir, names: list[str], paths: list[str], total_bytes: int, settings: DemoSettings
+) -> DemoReport:
+    """Run the four steps over the files of ``source`` and report on each.
+
+    Args:
+        source: The directory that holds the files.
+        names: Where each file is inside ``source``, as a POSIX path.
+        paths: Each file's POSIX path relative to the root of the user's tree, for the report and for resolving
+            imports. Equal to ``names`` when ``source`` is the tree itself; a cluster run stages the files flat.
+        total_bytes: The files' total size, for the report.
+        settings: The knobs of the run.
+    """
     base = source.path.rstrip("/")
-    files = [File.from_existing_remote(f"{base}/{relative}") for relative in paths]
+    files = [File.from_existing_remote(f"{base}/{name}") for name in names]
 
     batch_started = time.monotonic()
     run = await _analyse_in_batches(files, settings)
@@ -190,8 +212,10 @@ async def demo_pipeline(source: Dir, paths: list[str], total_bytes: int, setting
         index = IndexStep(status="skipped", error="the circuit breaker tripped, so the tree was not indexed")
     else:
         results = run.file_results()
-        analysed = [path for path, result in zip(paths, results, strict=True) if result and not result.failed]
-        index = await _index_with_memory_ladder(source, analysed, settings)
+        analysed = [number for number, result in enumerate(results) if result and not result.failed]
+        index = await _index_with_memory_ladder(
+            source, [names[number] for number in analysed], [paths[number] for number in analysed], settings
+        )
 
     return DemoReport(
         source=source.path,
@@ -352,7 +376,9 @@ def _with_seconds(step: BatchStep, seconds: float) -> BatchStep:
 # ---------------------------------------------------------------------------------------------------- index
 
 
-async def _index_with_memory_ladder(source: Dir, paths: list[str], settings: DemoSettings) -> IndexStep:
+async def _index_with_memory_ladder(
+    source: Dir, names: list[str], paths: list[str], settings: DemoSettings
+) -> IndexStep:
     """Run :func:`index_tree` under the OOM retrier, starting at ``settings.index_memory``."""
     # TODO: replace this stand-in with retry_with_memory and local memory enforcement once they are on main. It
     # runs the index once, with no memory limit, so the ladder has a single rung.
@@ -360,7 +386,7 @@ async def _index_with_memory_ladder(source: Dir, paths: list[str], settings: Dem
     memory = settings.index_memory
     _emit(IndexAttempt(memory, "started"))
     try:
-        summary = await index_tree(source, paths)
+        summary = await index_tree(source, names, paths)
     except Exception as error:  # noqa: BLE001 - the report records any error of the index step
         outcome = "out of memory" if is_out_of_memory(error) else "failed"
         _emit(IndexAttempt(memory, outcome))

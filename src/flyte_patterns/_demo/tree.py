@@ -45,19 +45,23 @@ def find_source_files(root: str | Path) -> list[str]:
     return found
 
 
-def stage_files(root: str | Path, paths: Sequence[str], destination: str | Path) -> Path:
-    """Copy the files ``paths`` (relative to ``root``) into ``destination``, keeping their relative layout.
+def stage_files(root: str | Path, paths: Sequence[str], destination: str | Path) -> list[str]:
+    """Copy the files ``paths`` (relative to ``root``) into ``destination`` under flat, unique names.
 
-    A cluster run uploads the directory it is given. Staging the selected files first uploads only those, not
-    the rest of the tree (the standard library's directory also holds compiled caches and installed packages).
+    A cluster run uploads the directory it is given. Staging uploads only the selected files, not the rest of the
+    tree (the standard library's directory also holds compiled caches and installed packages). The names are flat
+    (``00012-util.py``) because Flyte 2.12 uploads a local directory for a remote run file by file under each
+    file's base name (``flyte.remote.upload_dir``), which would merge ``a/util.py`` and ``b/util.py``.
 
     Returns:
-        ``destination``, as a path.
+        The staged names, in the order of ``paths``.
     """
     target = Path(destination)
-    for relative in paths:
-        source = Path(root, *PurePosixPath(relative).parts)
-        copy = target.joinpath(*PurePosixPath(relative).parts)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, copy)
-    return target
+    target.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(paths)))
+    names = []
+    for number, relative in enumerate(paths):
+        name = f"{number:0{width}}-{PurePosixPath(relative).name}"
+        shutil.copyfile(Path(root, *PurePosixPath(relative).parts), target / name)
+        names.append(name)
+    return names

@@ -148,15 +148,26 @@ class CrossReferenceIndex:
         )
 
 
-def build_index(root: str | Path, paths: Sequence[str]) -> CrossReferenceIndex:
-    """Load and index the files ``paths``, POSIX paths relative to ``root``.
+def build_index(root: str | Path, paths: Sequence[str], *, names: Sequence[str] | None = None) -> CrossReferenceIndex:
+    """Load and index files under ``root``.
+
+    Args:
+        root: The directory that holds the files.
+        paths: Each file's POSIX path relative to the root of its tree, as the index records it and resolves
+            imports against.
+        names: Where each file is under ``root``, when that differs from ``paths`` (files staged flat for a
+            cluster run). Defaults to ``paths``.
 
     Raises:
         OSError: A file cannot be read.
+        ValueError: ``names`` and ``paths`` differ in length.
     """
+    locations = paths if names is None else names
+    if len(locations) != len(paths):
+        raise ValueError(f"names has {len(locations)} entries but paths has {len(paths)}; they must pair up")
     index = CrossReferenceIndex()
-    for relative in paths:
-        index.add(relative, Path(root, *PurePosixPath(relative).parts).read_bytes())
+    for path, name in zip(paths, locations, strict=True):
+        index.add(path, Path(root, *PurePosixPath(name).parts).read_bytes())
     return index
 
 
