@@ -243,7 +243,7 @@ def _run_remote(root: Path, paths: list[str], total_bytes: int, settings: Any, c
     from ._demo.pipeline import demo_pipeline
     from ._demo.tree import stage_files
 
-    # NOTE: this path has not been run against a cluster; docs/cluster.md says what it relies on.
+    # NOTE: this path has not been run against a cluster. docs/cluster.md says what it relies on.
     console = Console(stderr=True)
     flyte.init_from_config(config_file, log_level=_flyte_log_level(verbose))
     with tempfile.TemporaryDirectory(prefix="flyte-patterns-demo-") as staging:

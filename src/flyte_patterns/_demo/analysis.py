@@ -47,20 +47,20 @@ LINES = "lines"
 ANALYSERS = (AST, TOKENIZER, LINES)
 """The analysers' names, in the order the chain tries them."""
 
-# Errors on which the next analyser takes over. UnicodeDecodeError is a ValueError; it is listed because it is the
+# Errors on which the next analyser takes over. UnicodeDecodeError is a ValueError, and is listed because it is the
 # usual failure of a file in an undeclared encoding.
 AST_FAILURES: tuple[type[Exception], ...] = (SyntaxError, UnicodeDecodeError, ValueError, RecursionError)
 TOKENIZER_FAILURES: tuple[type[Exception], ...] = (*AST_FAILURES, tokenize.TokenError)
 
 # A file is binary when it contains a NUL byte, or when more than this share of its characters are control
-# characters or bytes that are not valid UTF-8. Text in another 8-bit encoding stays far below it; random bytes
-# are about half invalid.
+# characters or bytes that are not valid UTF-8. Text in another 8-bit encoding stays far below it, while random
+# bytes are about half invalid.
 BINARY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
 class SourceStats:
-    """What one analyser found in one file. See the module docstring for how each number is counted."""
+    """Counts that one analyser found in one file. The module docstring says how each number is counted."""
 
     lines: int
     functions: int
@@ -362,7 +362,7 @@ def decode_text(data: bytes) -> str:
     except SyntaxError:
         encoding = "utf-8"
     text = data.decode(encoding, errors="replace").removeprefix("\ufeff")
-    # A U+FFFD already in the file counts as suspicious too; real source rarely contains one.
+    # A U+FFFD already in the file counts as suspicious too, because real source rarely contains one.
     suspicious = len(_SUSPICIOUS.findall(text))
     if suspicious > BINARY_SHARE * len(text):
         raise ValueError(

@@ -77,7 +77,7 @@ def _demo_image() -> flyte.Image | str:
     return flyte.Image.from_debian_base(name="flyte-patterns-demo").with_pip_packages(f"flyte-patterns=={version}")
 
 
-# On a cluster a scalar memory is only a request; the pair also sets the limit at which Kubernetes kills a pod.
+# On a cluster a scalar memory is only a request. The pair also sets the limit, at which Kubernetes kills a pod.
 env = flyte.TaskEnvironment(
     name="flyte_patterns_demo",
     image=_demo_image(),
@@ -163,7 +163,7 @@ async def analyse_batch(files: list[File]) -> list[FileAnalysis]:
     """
     results = []
     for file in files:
-        # Locally the file is already on disk and download() returns its path; on a cluster it fetches it.
+        # Locally the file is already on disk and download() returns its path. On a cluster it fetches the file.
         local_path = await file.download()
         results.append(await analyse_file(local_path))
 
@@ -180,7 +180,7 @@ async def analyse_batch(files: list[File]) -> list[FileAnalysis]:
 @env.task
 async def index_tree(source: Dir, names: list[str], paths: list[str]) -> IndexSummary:
     """Build the cross-reference index of the files ``names`` of ``source``, known as ``paths``, and summarise it."""
-    # Locally the directory is used in place; on a cluster it is downloaded once into the pod.
+    # Locally the directory is used in place. On a cluster it is downloaded once into the pod.
     root = await source.download()
     return build_index(root, paths, names=names).summary()
 
@@ -268,7 +268,7 @@ class BatchRun:
 
 
 def split_into_batches(items: Sequence[File], batch_size: int) -> list[list[File]]:
-    """Split ``items`` into consecutive batches of ``batch_size``; the last batch may be smaller."""
+    """Split ``items`` into consecutive batches of ``batch_size``. The last batch may be smaller."""
     return [list(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
 
 

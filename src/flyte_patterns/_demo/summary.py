@@ -11,7 +11,7 @@ from .analysis import ANALYSERS
 from .report import DemoReport
 
 FALLBACK_ROWS = 8
-"""How many fallback paths and failed files the tables show; the JSON report lists all of them."""
+"""How many fallback paths and files the fallback table shows. The JSON report lists all of them."""
 
 
 def print_summary(console: Console, report: DemoReport, *, engine: str, wall_seconds: float) -> None:
