@@ -24,6 +24,7 @@ from ._fallback import (
     earlier_attempts,
     with_fallback,
 )
+from ._ladder import MemoryLadderWarning, memory_ladder
 from ._local_memory import (
     LocalMemoryLimit,
     enforce_local_memory,
@@ -31,6 +32,16 @@ from ._local_memory import (
     run_with_memory_limit,
 )
 from ._memory import format_memory, parse_memory
+from ._oom import (
+    MemoryAttempt,
+    MemoryLadderExhaustedError,
+    MemoryLimited,
+    MemoryRetryEvent,
+    MemoryRetryHook,
+    SupportsMemoryOverride,
+    memory_limited,
+    retry_with_memory,
+)
 
 # A library adds no handler of its own: the application decides where log records go, and without logging set
 # up Python would otherwise print warnings of the flyte_patterns loggers to stderr.
@@ -48,6 +59,17 @@ __all__ = [
     # Memory quantities
     "format_memory",
     "parse_memory",
+    # OOM retrier
+    "MemoryAttempt",
+    "MemoryLadderExhaustedError",
+    "MemoryLadderWarning",
+    "MemoryLimited",
+    "MemoryRetryEvent",
+    "MemoryRetryHook",
+    "SupportsMemoryOverride",
+    "memory_ladder",
+    "memory_limited",
+    "retry_with_memory",
     # Fallback runner
     "AllAttemptsFailedError",
     "Alternative",

@@ -81,8 +81,10 @@ def task_name(task: object) -> str:
     return type(task).__name__
 
 
-async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Call ``task`` with the arguments and return its result.
+
+    ``task`` is positional-only, so a task may have a keyword parameter called ``task``.
 
     A Flyte task becomes one action when this runs inside a Flyte task, and a plain call otherwise. A
     synchronous Flyte task goes through ``.aio`` inside a task, because a blocking call from async code is an
