@@ -20,7 +20,7 @@ from flyte_patterns._demo.pipeline import (
 from flyte_patterns._demo.report import DemoReport, DemoSettings, FileRecord
 
 from .conftest import RunLocal
-from .demo_trees import GOOD_MODULE_STATS, PY2_MODULE_STATS, write_junk_tree, write_source_tree
+from .demo_trees import GOOD_MODULE_STATS, PY2_MODULE_STATS, write_junk_tree, write_large_tree, write_source_tree
 
 pytestmark = pytest.mark.flyte
 
@@ -79,8 +79,11 @@ async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) ->
     assert not batches.tripped
     assert batches.errors == []
 
+    # The tree is tiny, so the index fits in the first rung.
     index = report.index
     assert index.status == "succeeded"
+    assert index.ladder == ["16Mi", "32Mi", "64Mi", "128Mi", "256Mi", "512Mi", "1Gi"]
+    assert [(rung.memory, rung.outcome) for rung in index.attempts] == [("16Mi", "succeeded")]
     assert index.summary is not None
     assert index.summary.files_indexed == MODULES + 2
     assert index.summary.definitions == MODULES * 4 + 1
@@ -92,8 +95,48 @@ async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) ->
         BatchFinished(2, 2, "succeeded"),
     ]
     attempts = [e for e in events if isinstance(e, IndexAttempt)]
-    assert attempts[0] == IndexAttempt("16Mi", "started")
-    assert attempts[-1].status == "succeeded"
+    assert attempts == [IndexAttempt("16Mi", "started"), IndexAttempt("16Mi", "succeeded")]
+
+
+async def test_index_escalates_from_smallest_rung(tmp_path: Path, run_local: RunLocal) -> None:
+    # About 48,000 lines: the index grows by several MiB, far past the first rung, while a forked child that does
+    # nothing stays under 512Ki.
+    paths = write_large_tree(tmp_path, files=40, functions_per_file=400)
+    settings = _settings(batch_size=20, index_memory="1Mi", index_max_memory="64Mi")
+    report = await _run(run_local, tmp_path, paths, settings)
+
+    assert report.batches.succeeded == 2
+    assert report.analysis.served_by == {"ast": 40}
+    index = report.index
+    assert index.status == "succeeded"
+    assert index.ladder == ["1Mi", "2Mi", "4Mi", "8Mi", "16Mi", "32Mi", "64Mi"]
+    first = index.attempts[0]
+    assert first.memory == "1Mi"
+    assert first.outcome == "out of memory"
+    assert "OOMError (code 'OOMKilled')" in first.error
+    assert len(index.attempts) >= 2
+    assert all(rung.outcome == "out of memory" for rung in index.attempts[:-1])
+    assert index.attempts[-1].outcome == "succeeded"
+    assert [rung.memory for rung in index.attempts] == index.ladder[: len(index.attempts)]
+    assert index.summary is not None
+    assert index.summary.definitions == 40 * 400
+    assert index.summary.files_indexed == 40
+
+
+async def test_index_reports_exhausted_ladder(tmp_path: Path, run_local: RunLocal) -> None:
+    paths = write_large_tree(tmp_path, files=40, functions_per_file=400)
+    settings = _settings(batch_size=40, index_memory="1Mi", index_max_memory="2Mi")
+    report = await _run(run_local, tmp_path, paths, settings)
+
+    index = report.index
+    assert index.status == "exhausted"
+    assert [(rung.memory, rung.outcome) for rung in index.attempts] == [
+        ("1Mi", "out of memory"),
+        ("2Mi", "out of memory"),
+    ]
+    assert index.summary is None
+    assert index.error.startswith("MemoryLadderExhaustedError: ")
+    assert "1Mi, 2Mi" in index.error
 
 
 async def test_pipeline_fails_junk_batches(tmp_path: Path, run_local: RunLocal) -> None:

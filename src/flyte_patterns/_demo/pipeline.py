@@ -11,10 +11,11 @@ Steps, all inside :func:`demo_pipeline`:
    its files fail (binary or unreadable files), so on a tree of junk the breaker trips after a few batches,
    cancels the running ones and starts no more; the report keeps every result obtained until then.
 4. **OOM retrier.** :func:`index_tree` builds the cross-reference index of :mod:`flyte_patterns._demo.xref`, whose
-   memory grows with the tree, starting from a deliberately small memory limit. Each time it runs out of memory
-   it is run again with more, and the report lists every rung it tried. Locally the limit is enforced by running
-   the task body in a child process that is killed when it passes the limit; on a cluster Kubernetes enforces it.
-   The step is skipped when the breaker tripped.
+   memory grows with the tree, under :func:`flyte_patterns.retry_with_memory`, starting from a deliberately small
+   memory limit and multiplying it by ``index_factor`` each time the task runs out of memory, up to the ceiling.
+   The report lists every rung it tried. Locally the limit is enforced by running the task body in a child process
+   that is killed when it passes the limit. On a cluster Kubernetes enforces it. The step is skipped when the
+   breaker tripped.
 
 The tree arrives as a ``flyte.io.Dir`` and each batch receives ``flyte.io.File`` objects, so the same code runs on
 a cluster, where the driver's pod has no access to the user's disk. Locally both refer to the files in place and
@@ -41,7 +42,13 @@ import flyte
 import flyte.errors
 from flyte.io import Dir, File
 
-from flyte_patterns import flyte_code, is_out_of_memory
+from flyte_patterns import (
+    MemoryLadderExhaustedError,
+    MemoryRetryEvent,
+    flyte_code,
+    format_memory,
+    retry_with_memory,
+)
 
 from .analysis import ANALYSERS, FileAnalysis, analyse_file, describe_error
 from .report import (
@@ -379,29 +386,56 @@ def _with_seconds(step: BatchStep, seconds: float) -> BatchStep:
 async def _index_with_memory_ladder(
     source: Dir, names: list[str], paths: list[str], settings: DemoSettings
 ) -> IndexStep:
-    """Run :func:`index_tree` under the OOM retrier, starting at ``settings.index_memory``."""
-    # TODO: replace this stand-in with retry_with_memory and local memory enforcement once they are on main. It
-    # runs the index once, with no memory limit, so the ladder has a single rung.
-    started = time.monotonic()
-    memory = settings.index_memory
-    _emit(IndexAttempt(memory, "started"))
-    try:
-        summary = await index_tree(source, names, paths)
-    except Exception as error:  # noqa: BLE001 - the report records any error of the index step
-        outcome = "out of memory" if is_out_of_memory(error) else "failed"
+    """Run :func:`index_tree` under the OOM retrier, from ``settings.index_memory`` up to the ceiling.
+
+    Locally the retrier runs each attempt in a child process killed at the attempt's memory, so the ladder is
+    climbed for real. Any error of the step is recorded in the report instead of failing the run.
+    """
+    ladder: list[str] = []
+    attempts: list[MemoryRung] = []
+
+    def record(event: MemoryRetryEvent) -> None:
+        memory = format_memory(event.size)
+        if not ladder:
+            ladder.extend(format_memory(size) for size in event.ladder)
+        if event.kind == "attempt":
+            _emit(IndexAttempt(memory, "started"))
+            return
+        outcome = _RUNG_OUTCOMES[event.kind]
+        error = "" if event.error is None else _describe_flyte_error(event.error)
+        attempts.append(MemoryRung(memory, outcome, round(event.duration or 0.0, 3), error))
         _emit(IndexAttempt(memory, outcome))
-        seconds = round(time.monotonic() - started, 3)
-        rung = MemoryRung(memory, outcome, seconds, _describe_flyte_error(error))
-        return IndexStep(status="failed", ladder=[memory], attempts=[rung], error=rung.error, seconds=seconds)
-    _emit(IndexAttempt(memory, "succeeded"))
+
+    started = time.monotonic()
+    try:
+        summary = await retry_with_memory(
+            index_tree,
+            source,
+            names,
+            paths,
+            initial_memory=settings.index_memory,
+            factor=settings.index_factor,
+            max_memory=settings.index_max_memory,
+            on_event=record,
+        )
+    except MemoryLadderExhaustedError as error:
+        status, summary, message = "exhausted", None, describe_error(error)
+    except Exception as error:  # noqa: BLE001 - the report records any other error of the index step
+        status, summary, message = "failed", None, _describe_flyte_error(error)
+    else:
+        status, message = "succeeded", ""
     seconds = round(time.monotonic() - started, 3)
-    return IndexStep(
-        status="succeeded",
-        ladder=[memory],
-        attempts=[MemoryRung(memory, "succeeded", seconds)],
-        summary=summary,
-        seconds=seconds,
-    )
+    return IndexStep(status, ladder, attempts, summary, message, seconds)
+
+
+# How the report names the end of an attempt, by the retrier's event kind.
+_RUNG_OUTCOMES = {
+    "succeeded": "succeeded",
+    "escalated": "out of memory",
+    "exhausted": "out of memory",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 def _describe_flyte_error(error: BaseException) -> str:
