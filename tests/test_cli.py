@@ -96,6 +96,7 @@ def test_file_path_exits_2(tmp_path: Path) -> None:
         (["--index-memory", "16g"], "'16g'"),
         (["--index-max-memory", "lots"], "'lots'"),
         (["--index-memory", "2Gi", "--index-max-memory", "1Gi"], "'2Gi' is above --index-max-memory '1Gi'"),
+        (["--report", "/nonexistent-directory/report.json"], "the directory '/nonexistent-directory' does not exist"),
     ],
 )
 def test_invalid_option_exits_2(tree: Path, arguments: list[str], message: str) -> None:

@@ -175,6 +175,14 @@ def test_tree_selection_skips_caches_and_packages(tmp_path: Path) -> None:
     assert expected == ["legacy/old_print.py", "pkg/__init__.py", "pkg/mod_0.py", "pkg/mod_1.py"]
 
 
+async def test_broken_symlink_is_selected_and_fails(tmp_path: Path) -> None:
+    (tmp_path / "dangling.py").symlink_to(tmp_path / "gone.py")
+    assert find_source_files(tmp_path) == ["dangling.py"]
+    analysis = await analyse_file(tmp_path / "dangling.py")
+    assert analysis.failed
+    assert analysis.error.startswith("FileNotFoundError: ")
+
+
 def test_tree_selection_rejects_file(tmp_path: Path) -> None:
     (tmp_path / "a.py").write_text("x = 1\n")
     with pytest.raises(NotADirectoryError):

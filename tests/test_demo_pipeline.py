@@ -153,6 +153,8 @@ async def test_pipeline_fails_junk_batches(tmp_path: Path, run_local: RunLocal) 
     assert first.code == "BatchAnalysisError"
     assert "3 of 3 files could not be analysed" in first.error
     assert "ValueError: binary content: NUL byte" in first.error
+    assert report.index.status == "skipped"
+    assert report.index.attempts == []
 
 
 def test_cli_runs_demo_on_tree(tmp_path: Path) -> None:

@@ -158,7 +158,12 @@ def demo(
         index_max_memory=index_max_memory,
         index_factor=2.0,
     )
-    total_bytes = sum((root / relative).stat().st_size for relative in paths)
+    if not report_path.parent.is_dir():
+        raise click.BadParameter(
+            f"cannot write {str(report_path)!r}: the directory {str(report_path.parent)!r} does not exist",
+            param_hint="'--report'",
+        )
+    total_bytes = sum(_file_size(root / relative) for relative in paths)
     _configure_logging(verbose)
 
     if remote:
@@ -175,10 +180,23 @@ def demo(
     from ._demo.summary import print_summary
 
     wall_seconds = time.monotonic() - started
-    report_path.write_text(report_to_json(report, engine=engine, wall_seconds=round(wall_seconds, 3)), encoding="utf-8")
     console = Console()
     print_summary(console, report, engine=engine, wall_seconds=wall_seconds)
+    try:
+        report_path.write_text(
+            report_to_json(report, engine=engine, wall_seconds=round(wall_seconds, 3)), encoding="utf-8"
+        )
+    except OSError as error:
+        raise click.ClickException(f"could not write the JSON report to {str(report_path)!r}: {error}") from error
     console.print(f"JSON report: {report_path}", soft_wrap=True)
+
+
+def _file_size(path: Path) -> int:
+    """Return a file's size in bytes, or 0 when it cannot be read; the analysis then reports why."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -215,11 +215,12 @@ async def demo_pipeline(
     analysis, step, fallback_files, failed_files = summarise_batches(paths, settings.batch_size, run)
     step = _with_seconds(step, batch_seconds)
 
+    analysed = [number for number, result in enumerate(run.file_results()) if result and not result.failed]
     if step.tripped:
         index = IndexStep(status="skipped", error="the circuit breaker tripped, so the tree was not indexed")
+    elif not analysed:
+        index = IndexStep(status="skipped", error="no file could be analysed, so there is nothing to index")
     else:
-        results = run.file_results()
-        analysed = [number for number, result in enumerate(results) if result and not result.failed]
         index = await _index_with_memory_ladder(
             source, [names[number] for number in analysed], [paths[number] for number in analysed], settings
         )

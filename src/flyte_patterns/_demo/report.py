@@ -164,7 +164,7 @@ class IndexStep:
 
     Attributes:
         status: ``"succeeded"``, ``"exhausted"`` (out of memory at the ceiling too), ``"failed"`` (another error),
-            or ``"skipped"`` (the breaker had tripped, so the tree is not worth indexing).
+            or ``"skipped"`` (the breaker had tripped, so the tree is not worth indexing, or no file was analysed).
         ladder: Every size the retrier planned, in order.
         attempts: The attempts that ran, in order.
         summary: What the index found, when it succeeded.
