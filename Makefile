@@ -35,8 +35,9 @@ typecheck: $(VENV)/.installed-dev
 test: lint typecheck
 	$(BIN)/python -m pytest
 
+# The quick versions of the benchmarks; see docs/benchmarks.md for the full runs.
 bench: $(VENV)/.installed-bench
-	@echo "no benchmarks yet"
+	$(BIN)/python benchmarks/bench_fanout.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

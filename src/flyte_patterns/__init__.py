@@ -2,6 +2,7 @@
 
 import logging
 
+from ._circuit import CircuitBreakerError, circuit_breaker, circuit_breaker_execute
 from ._errors import (
     DEFAULT_OOM_CODES,
     INTERRUPTS,
@@ -23,6 +24,17 @@ from ._fallback import (
     Trigger,
     earlier_attempts,
     with_fallback,
+)
+from ._fanout import (
+    FanOutError,
+    FanOutInputError,
+    FanOutProgress,
+    FanOutResult,
+    Outcome,
+    OutcomeStatus,
+    RollingWindow,
+    Trip,
+    TripRule,
 )
 from ._ladder import MemoryLadderWarning, memory_ladder
 from ._local_memory import (
@@ -70,6 +82,19 @@ __all__ = [
     "memory_ladder",
     "memory_limited",
     "retry_with_memory",
+    # Circuit breaker, and the fan-out results it shares with the other fan-out patterns
+    "CircuitBreakerError",
+    "FanOutError",
+    "FanOutInputError",
+    "FanOutProgress",
+    "FanOutResult",
+    "Outcome",
+    "OutcomeStatus",
+    "RollingWindow",
+    "Trip",
+    "TripRule",
+    "circuit_breaker",
+    "circuit_breaker_execute",
     # Fallback runner
     "AllAttemptsFailedError",
     "Alternative",

@@ -81,22 +81,31 @@ def task_name(task: object) -> str:
     return type(task).__name__
 
 
-async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Call ``task`` with the arguments and return its result.
+def bind_call(task: Callable[..., Awaitable[T]] | Callable[..., T]) -> Callable[..., Awaitable[T] | T]:
+    """Return the callable that runs ``task`` once from the current context: ``task`` itself, or its ``.aio``.
 
-    ``task`` is positional-only, so a task may have a keyword parameter called ``task``.
-
-    A Flyte task becomes one action when this runs inside a Flyte task, and a plain call otherwise. A
-    synchronous Flyte task goes through ``.aio`` inside a task, because a blocking call from async code is an
-    error there. A plain callable may be async or return a value directly; a synchronous one runs inline on the
-    event loop.
+    A synchronous Flyte task goes through ``.aio`` inside a task, because a blocking call from async code is an
+    error there. Everything else is returned as it is. The choice depends on the Flyte context, so bind in the
+    context the calls will run in; a fan-out binds once and then calls the result for every item.
     """
     is_sync_task = isinstance(task, TaskTemplate) and not inspect.iscoroutinefunction(getattr(task, "func", None))
     # Outside a task, flyte.ctx() returns a null context that is falsy.
     if is_sync_task and bool(flyte.ctx()):
         sync_task = cast(TaskTemplate[Any, T, Any], task)
-        return await sync_task.aio(*args, **kwargs)
-    result = task(*args, **kwargs)
+        return sync_task.aio
+    return task
+
+
+async def invoke(task: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Call ``task`` with the arguments and return its result.
+
+    ``task`` is positional-only, so a task may have a keyword parameter called ``task``.
+
+    A Flyte task becomes one action when this runs inside a Flyte task, and a plain call otherwise (see
+    :func:`bind_call`). A plain callable may be async or return a value directly; a synchronous one runs inline on
+    the event loop.
+    """
+    result = bind_call(task)(*args, **kwargs)
     if inspect.isawaitable(result):
         return cast(T, await result)
     return result
