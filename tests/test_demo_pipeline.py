@@ -139,22 +139,52 @@ async def test_index_reports_exhausted_ladder(tmp_path: Path, run_local: RunLoca
     assert "1Mi, 2Mi" in index.error
 
 
-async def test_pipeline_fails_junk_batches(tmp_path: Path, run_local: RunLocal) -> None:
+async def test_junk_tree_trips_breaker(tmp_path: Path, run_local: RunLocal) -> None:
     paths = write_junk_tree(tmp_path, files=24)
-    report = await _run(run_local, tmp_path, paths, _settings(concurrency=1))
+    events: list[ProgressEvent] = []
+    with listening_to_progress(events.append):
+        report = await _run(run_local, tmp_path, paths, _settings(concurrency=1))
 
+    # One batch at a time: batches 0, 1 and 2 fail, the third failure trips, and the other five never start.
     batches = report.batches
     assert batches.batches == 8
-    assert batches.succeeded == 0
-    assert report.analysis.files_analysed == 0
+    assert batches.tripped
+    assert batches.trip_reason.startswith("3 failures")
+    assert (batches.succeeded, batches.failed, batches.cancelled, batches.not_started) == (0, 3, 0, 5)
+    assert batches.files_in_failed_batches == 9
+    assert batches.files_not_started == 15
+    assert [error.batch for error in batches.errors] == [0, 1, 2]
     first = batches.errors[0]
-    assert first.batch == 0
     assert first.first_file == "junk/blob_000.py"
     assert first.code == "BatchAnalysisError"
     assert "3 of 3 files could not be analysed" in first.error
     assert "ValueError: binary content: NUL byte" in first.error
+
+    assert report.analysis.files_analysed == 0
     assert report.index.status == "skipped"
+    assert report.index.error == "the circuit breaker tripped, so the tree was not indexed"
     assert report.index.attempts == []
+    assert [event for event in events if isinstance(event, BatchFinished)] == [
+        BatchFinished(number, 3, "failed") for number in range(3)
+    ]
+
+
+async def test_junk_tree_trips_concurrent_breaker(tmp_path: Path, run_local: RunLocal) -> None:
+    paths = write_junk_tree(tmp_path, files=48)
+    report = await _run(
+        run_local, tmp_path, paths, _settings(concurrency=4, max_failed_batches=None, max_failed_ratio=0.25)
+    )
+
+    # Four batches may be running when the fifth failure of sixteen batches passes the ratio; none succeeds.
+    batches = report.batches
+    assert batches.tripped
+    assert batches.trip_reason.startswith("5 failures")
+    assert batches.succeeded == 0
+    assert batches.failed >= 5
+    assert batches.failed + batches.cancelled + batches.not_started == 16
+    assert batches.not_started > 0
+    assert batches.files_in_failed_batches + batches.files_in_cancelled_batches + batches.files_not_started == 48
+    assert report.index.status == "skipped"
 
 
 def test_cli_runs_demo_on_tree(tmp_path: Path) -> None:

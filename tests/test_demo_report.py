@@ -140,22 +140,22 @@ def test_json_has_format_extra_and_fields() -> None:
 def test_summary_of_healthy_run() -> None:
     text = _render(HEALTHY)
     assert "120 Python files, 2.5 MB, in /usr/lib/python3.11 (local Flyte engine, 3.5 s)" in text
-    assert "3 batches of up to 50 files, 4 at a time, 1.2 s; breaker not tripped (at most 2 failed batches)" in text
+    assert "3 batches of up to 50 files, 4 at a time, 1.2 s. Breaker not tripped (at most 2 failed batches)" in text
     assert "118   ast" in text
     assert "legacy/py2.py -> tokenizer" in text
     assert "40,000 lines, 900 functions, 150 classes, 600 imports; longest function pkg/big.py: Parser.parse" in text
     assert "16Mi   out of memory" in text
     assert "32Mi   succeeded" in text
-    assert "ladder 16Mi -> 32Mi -> 64Mi" in text
+    assert "Ladder 16Mi -> 32Mi -> 64Mi" in text
     assert "most imported: os (40)" in text
 
 
 def test_summary_of_tripped_run() -> None:
     text = _render(TRIPPED)
-    assert "breaker tripped: 3 failures exceed max_failures=2" in text
+    assert "Breaker tripped: 3 failures exceed max_failures=2" in text
     assert "6   300     not started" in text
-    assert "batch 0 (junk/blob_000.py...): RuntimeUserError: 50 of 50 files" in text
-    assert "skipped: the circuit breaker tripped, so the tree was not indexed" in text
+    assert "batch 0 (junk/blob_000.py ...): RuntimeUserError: 50 of 50 files" in text
+    assert "Skipped: the circuit breaker tripped, so the tree was not indexed" in text
 
 
 def test_summary_of_exhausted_ladder() -> None:
@@ -169,4 +169,4 @@ def test_summary_of_exhausted_ladder() -> None:
         ),
     )
     text = _render(exhausted)
-    assert "exhausted: MemoryLadderExhaustedError: ran out of memory at every size tried" in text
+    assert "Exhausted: MemoryLadderExhaustedError: ran out of memory at every size tried" in text

@@ -28,7 +28,6 @@ events arrive.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -43,8 +42,11 @@ import flyte.errors
 from flyte.io import Dir, File
 
 from flyte_patterns import (
+    FanOutProgress,
     MemoryLadderExhaustedError,
     MemoryRetryEvent,
+    OutcomeStatus,
+    circuit_breaker,
     flyte_code,
     format_memory,
     retry_with_memory,
@@ -282,23 +284,37 @@ def split_into_batches(items: Sequence[File], batch_size: int) -> list[list[File
 
 async def _analyse_in_batches(files: list[File], settings: DemoSettings) -> BatchRun:
     """Run :func:`analyse_batch` over the files in batches, under the circuit breaker."""
-    # TODO: replace this stand-in with batch_map and the circuit breaker's thresholds once they are on main. It
-    # runs the batches `concurrency` at a time and never trips, so a tree of junk is analysed to the end.
+    # TODO: split with batch_map, which takes the breaker's thresholds, once it is on main. Until then the files
+    # are split here and the circuit breaker runs one call per batch, which counts failed batches the same way.
     batches = split_into_batches(files, settings.batch_size)
-    limit = asyncio.Semaphore(settings.concurrency)
 
-    async def run_one(number: int, batch: list[File]) -> BatchOutcome:
-        async with limit:
-            try:
-                results = await analyse_batch(batch)
-            except Exception as error:  # noqa: BLE001 - every batch error is recorded in the report
-                _emit(BatchFinished(number, len(batch), "failed"))
-                return BatchOutcome("failed", error=error)
-            _emit(BatchFinished(number, len(batch), "succeeded"))
-            return BatchOutcome("succeeded", results=results)
+    def report_progress(progress: FanOutProgress) -> None:
+        _emit(BatchFinished(progress.index, len(batches[progress.index]), progress.status.value))
 
-    outcomes = await asyncio.gather(*(run_one(number, batch) for number, batch in enumerate(batches)))
-    return BatchRun(batch_size=settings.batch_size, outcomes=list(outcomes), files=len(files))
+    result = await circuit_breaker(
+        analyse_batch,
+        batches,
+        max_failures=settings.max_failed_batches,
+        max_failure_ratio=settings.max_failed_ratio,
+        concurrency=settings.concurrency,
+        on_progress=report_progress,
+        group_name="analyse_batches",
+    )
+    outcomes = [
+        BatchOutcome(
+            status=outcome.status.value,
+            results=outcome.value if outcome.status is OutcomeStatus.SUCCEEDED else None,
+            error=outcome.error,
+        )
+        for outcome in result.outcomes
+    ]
+    return BatchRun(
+        batch_size=settings.batch_size,
+        outcomes=outcomes,
+        files=len(files),
+        tripped=result.tripped,
+        trip_reason="" if result.trip is None else result.trip.message,
+    )
 
 
 def summarise_batches(
@@ -338,9 +354,10 @@ def summarise_batches(
         size = min(batch_size, len(paths) - number * batch_size)
         counts[outcome.status] += 1
         files_by_status[outcome.status] += size
-        if outcome.status == "failed":
-            code = flyte_code(outcome.error) if outcome.error is not None else None
-            errors.append(BatchError(number, paths[number * batch_size], describe_error(outcome.error), code or ""))
+        if outcome.status == "failed" and outcome.error is not None:
+            error = outcome.error
+            code = flyte_code(error) or ""
+            errors.append(BatchError(number, paths[number * batch_size], _describe_flyte_error(error), code))
 
     analysis = AnalysisTotals(
         files_analysed=sum(served_by.values()),

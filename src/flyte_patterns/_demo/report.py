@@ -97,8 +97,8 @@ class BatchError:
     Attributes:
         batch: The batch's position, from 0.
         first_file: The path of its first file.
-        error: ``"ClassName: message"`` as the driver received it (for a Flyte task, the class is Flyte's error
-            class and the message is the task's).
+        error: ``"ClassName (code 'Code'): message"`` as the driver received it. For a Flyte task the class is
+            Flyte's error class, the code names the class the task raised, and the message is the task's.
         code: The Flyte error code, which names the class the task raised, or ``""``.
     """
 

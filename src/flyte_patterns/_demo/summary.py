@@ -1,4 +1,4 @@
-"""The summary printed at the end of a demo run: one rich table per pattern."""
+"""The summary printed at the end of a demo run: a heading, then a table and a few sentences per pattern."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from rich.text import Text
 from .analysis import ANALYSERS
 from .report import DemoReport
 
-FALLBACK_ROWS = 8
-"""How many fallback paths and files the fallback table shows. The JSON report lists all of them."""
+LISTED_ROWS = 8
+"""How many fallback paths, files and batch errors the summary lists. The JSON report lists all of them."""
 
 
 def print_summary(console: Console, report: DemoReport, *, engine: str, wall_seconds: float) -> None:
@@ -24,7 +24,7 @@ def print_summary(console: Console, report: DemoReport, *, engine: str, wall_sec
 
 
 def summary_parts(report: DemoReport, *, engine: str, wall_seconds: float) -> list[RenderableType]:
-    """Return the summary of a run: a heading, then a table and a sentence per step."""
+    """Return the summary of a run: a heading, then a section per step."""
     heading = Text.assemble(
         ("flyte-patterns demo", "bold"),
         f": {report.files:,} Python files, {_megabytes(report.total_bytes)}, in {report.source} "
@@ -33,10 +33,10 @@ def summary_parts(report: DemoReport, *, engine: str, wall_seconds: float) -> li
     return [heading, *_batch_section(report), *_fallback_section(report), *_index_section(report)]
 
 
-def _batch_section(report: DemoReport) -> tuple[Table, Text]:
+def _batch_section(report: DemoReport) -> list[RenderableType]:
     step = report.batches
     settings = report.settings
-    table = _table("Auto batcher and circuit breaker", ("batches", "files", "status"))
+    table = _table(("batches", "files", "status"))
     files_in_succeeded_batches = report.analysis.files_analysed + report.analysis.files_failed
     table.add_row(str(step.succeeded), f"{files_in_succeeded_batches:,}", "succeeded")
     table.add_row(str(step.failed), f"{step.files_in_failed_batches:,}", _bad("failed", step.failed))
@@ -53,67 +53,82 @@ def _batch_section(report: DemoReport) -> tuple[Table, Text]:
         if step.tripped
         else Text(f"not tripped ({', '.join(limits) or 'no limit'})", style="green")
     )
-    caption = Text.assemble(
-        f"{step.batches} batches of up to {settings.batch_size} files, {settings.concurrency} at a time, "
-        f"{step.seconds:.1f} s; breaker ",
-        breaker,
-    )
-    for error in step.errors[:3]:
-        table.add_row("", "", Text(f"batch {error.batch} ({error.first_file}...): {error.error}", style="red"))
-    if len(step.errors) > 3:
-        table.add_row("", "", Text(f"... {len(step.errors) - 3} more failed batches in the JSON report", style="red"))
-    return table, caption
+    lines: list[RenderableType] = [
+        _title("Auto batcher and circuit breaker"),
+        table,
+        Text.assemble(
+            f"{step.batches} batches of up to {settings.batch_size} files, {settings.concurrency} at a time, "
+            f"{step.seconds:.1f} s. Breaker ",
+            breaker,
+        ),
+    ]
+    for error in step.errors[:LISTED_ROWS]:
+        lines.append(Text(f"  batch {error.batch} ({error.first_file} ...): {error.error}", style="red"))
+    if len(step.errors) > LISTED_ROWS:
+        lines.append(Text(f"  ... and {len(step.errors) - LISTED_ROWS} more failed batches in the JSON report"))
+    return lines
 
 
-def _fallback_section(report: DemoReport) -> tuple[Table, Text]:
+def _fallback_section(report: DemoReport) -> list[RenderableType]:
     analysis = report.analysis
-    table = _table("Fallback runner", ("files", "analysed by"))
+    table = _table(("files", "analysed by"))
     for analyser in ANALYSERS:
         table.add_row(f"{analysis.served_by.get(analyser, 0):,}", analyser)
     table.add_row(f"{analysis.files_failed:,}", _bad("failed (every analyser)", analysis.files_failed))
-
-    for path, count in list(analysis.fallbacks.items())[:FALLBACK_ROWS]:
+    for path, count in list(analysis.fallbacks.items())[:LISTED_ROWS]:
         table.add_row(Text(f"{count:,}", style="dim"), Text(path, style="dim"))
-    examples = [*report.fallback_files, *report.failed_files][:FALLBACK_ROWS]
-    for record in examples:
-        label = record.analyser or "failed"
-        table.add_row("", Text(f"{record.path} -> {label}", style="dim"))
 
     longest = (
         f"; longest function {analysis.longest_function} ({analysis.longest_function_lines:,} lines)"
         if analysis.longest_function
         else ""
     )
-    caption = Text(
-        f"{analysis.lines:,} lines, {analysis.functions:,} functions, {analysis.classes:,} classes, "
-        f"{analysis.imports:,} imports{longest}"
-    )
-    return table, caption
+    lines: list[RenderableType] = [
+        _title("Fallback runner"),
+        table,
+        Text(
+            f"{analysis.lines:,} lines, {analysis.functions:,} functions, {analysis.classes:,} classes, "
+            f"{analysis.imports:,} imports{longest}"
+        ),
+    ]
+    records = [*report.fallback_files, *report.failed_files]
+    for record in records[:LISTED_ROWS]:
+        lines.append(Text(f"  {record.path} -> {record.analyser or 'failed'}", style="dim"))
+    if len(records) > LISTED_ROWS:
+        lines.append(Text(f"  ... and {len(records) - LISTED_ROWS} more files in the JSON report", style="dim"))
+    return lines
 
 
-def _index_section(report: DemoReport) -> tuple[Table, Text]:
+def _index_section(report: DemoReport) -> list[RenderableType]:
     index = report.index
-    table = _table("OOM retrier: cross-reference index", ("memory", "outcome", "seconds"))
+    title = _title("OOM retrier: cross-reference index")
     if index.status == "skipped":
-        return table, Text(f"skipped: {index.error}", style="yellow")
+        return [title, Text(f"Skipped: {index.error}", style="yellow")]
+
+    table = _table(("memory", "outcome", "seconds"))
     for attempt in index.attempts:
         style = "green" if attempt.outcome == "succeeded" else "red"
         table.add_row(attempt.memory, Text(attempt.outcome, style=style), f"{attempt.seconds:.2f}")
+    ladder = Text(f"Ladder {' -> '.join(index.ladder)}, {index.seconds:.1f} s.")
 
     summary = index.summary
     if summary is None:
-        return table, Text(f"{index.status}: {index.error}", style="red")
+        return [title, table, ladder, Text(f"{index.status.capitalize()}: {index.error}", style="red")]
     most_imported = ", ".join(f"{entry.name} ({entry.count})" for entry in summary.most_imported[:5])
-    caption = Text(
-        f"ladder {' -> '.join(index.ladder)}, {index.seconds:.1f} s; {summary.definitions:,} definitions of "
-        f"{summary.names_defined:,} names, {summary.imports:,} imports of {summary.modules_imported:,} modules "
-        f"({summary.imports_within_tree:,} within the tree); most imported: {most_imported}"
+    found = Text(
+        f"{summary.definitions:,} definitions of {summary.names_defined:,} names, {summary.imports:,} imports of "
+        f"{summary.modules_imported:,} modules ({summary.imports_within_tree:,} within the tree); "
+        f"most imported: {most_imported}"
     )
-    return table, caption
+    return [title, table, ladder, found]
 
 
-def _table(title: str, columns: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+def _title(text: str) -> Text:
+    return Text(f"\n{text}", style="bold")
+
+
+def _table(columns: tuple[str, ...]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for number, column in enumerate(columns):
         table.add_column(column, justify="right" if number == 0 else "left")
     return table
