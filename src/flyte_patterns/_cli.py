@@ -16,16 +16,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from ._demo.report import DemoReport, DemoSettings
+
 # The demo, Flyte and rich are imported inside the commands, so `--help` answers at once.
 
 DEFAULT_REPORT = "flyte-patterns-report.json"
+
+INDEX_FACTOR = 2.0
+"""Each attempt of the index step gets this many times the memory of the previous one."""
 
 # Flyte 2.12 keeps each local run's metadata under this folder, in a directory named after the run.
 LOCAL_METADATA_ROOT = Path("/tmp/flyte/metadata")
@@ -148,6 +153,11 @@ def demo(
         raise click.BadParameter(
             f"{index_memory!r} is above --index-max-memory {index_max_memory!r}", param_hint="'--index-memory'"
         )
+    if not report_path.parent.is_dir():
+        raise click.BadParameter(
+            f"cannot write {str(report_path)!r}: the directory {str(report_path.parent)!r} does not exist",
+            param_hint="'--report'",
+        )
 
     settings = DemoSettings(
         batch_size=batch_size,
@@ -156,13 +166,8 @@ def demo(
         max_failed_ratio=max_failed_ratio,
         index_memory=index_memory,
         index_max_memory=index_max_memory,
-        index_factor=2.0,
+        index_factor=INDEX_FACTOR,
     )
-    if not report_path.parent.is_dir():
-        raise click.BadParameter(
-            f"cannot write {str(report_path)!r}: the directory {str(report_path.parent)!r} does not exist",
-            param_hint="'--report'",
-        )
     total_bytes = sum(_file_size(root / relative) for relative in paths)
     _configure_logging(verbose)
 
@@ -192,7 +197,7 @@ def demo(
 
 
 def _file_size(path: Path) -> int:
-    """Return a file's size in bytes, or 0 when it cannot be read; the analysis then reports why."""
+    """Return a file's size in bytes, or 0 when it cannot be read. The analysis reports why it cannot."""
     try:
         return path.stat().st_size
     except OSError:
@@ -212,7 +217,7 @@ def _flyte_log_level(verbose: bool) -> int:
     return logging.INFO if verbose else logging.CRITICAL
 
 
-def _run_local(root: Path, paths: list[str], total_bytes: int, settings: Any, verbose: bool) -> Any:
+def _run_local(root: Path, paths: list[str], total_bytes: int, settings: DemoSettings, verbose: bool) -> DemoReport:
     import flyte
     from flyte.io import Dir
 
@@ -226,7 +231,8 @@ def _run_local(root: Path, paths: list[str], total_bytes: int, settings: Any, ve
                 source = Dir.from_local_sync(str(root))
                 context = flyte.with_runcontext(name=run_name, raw_data_path=raw_data)
                 run = context.run(demo_pipeline, source, paths, paths, total_bytes, settings)
-                return run.outputs()[0]
+                report: DemoReport = run.outputs()[0]
+                return report
         except Exception as error:
             raise click.ClickException(f"the demo pipeline failed: {type(error).__name__}: {error}") from error
         finally:
@@ -248,12 +254,14 @@ def _remote_config(config_path: Path | None) -> Path:
     if not config.platform.endpoint:
         raise click.UsageError(
             f"--remote needs a cluster endpoint, but the Flyte config {str(config.source)!r} sets no "
-            f"admin.endpoint; add it, or pass another file with --config."
+            f"admin.endpoint. Add it, or pass another file with --config."
         )
     return Path(config.source)
 
 
-def _run_remote(root: Path, paths: list[str], total_bytes: int, settings: Any, config_file: Path, verbose: bool) -> Any:
+def _run_remote(
+    root: Path, paths: list[str], total_bytes: int, settings: DemoSettings, config_file: Path, verbose: bool
+) -> DemoReport:
     import flyte
     from flyte.io import Dir
     from rich.console import Console
@@ -274,7 +282,8 @@ def _run_remote(root: Path, paths: list[str], total_bytes: int, settings: Any, c
             console.print(f"Started run {run.name}: {run.url}")
             with console.status("waiting for the run to finish on the cluster"):
                 run.wait(quiet=True)
-            return run.outputs()[0]
+            report: DemoReport = run.outputs()[0]
+            return report
         except Exception as error:
             raise click.ClickException(f"the demo pipeline failed on the cluster: {error}") from error
 
