@@ -74,6 +74,7 @@ async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) ->
     assert analysis.longest_function_lines == GOOD_MODULE_STATS["longest_function_lines"]
 
     batches = report.batches
+    assert batches.batch_size == 3
     assert batches.batches == 3
     assert (batches.succeeded, batches.failed, batches.cancelled, batches.not_started) == (3, 0, 0, 0)
     assert not batches.tripped
@@ -145,12 +146,14 @@ async def test_junk_tree_trips_breaker(tmp_path: Path, run_local: RunLocal) -> N
     with listening_to_progress(events.append):
         report = await _run(run_local, tmp_path, paths, _settings(concurrency=1))
 
-    # One batch at a time: batches 0, 1 and 2 fail, the third failure trips, and the other five never start.
+    # One batch at a time: batches 0, 1 and 2 fail, and the third failure trips. The batcher forms batches as they
+    # are needed, so the other 15 files are never put in a batch.
     batches = report.batches
-    assert batches.batches == 8
+    assert batches.batch_size == 3
+    assert batches.batches == 3
     assert batches.tripped
     assert batches.trip_reason.startswith("3 failures")
-    assert (batches.succeeded, batches.failed, batches.cancelled, batches.not_started) == (0, 3, 0, 5)
+    assert (batches.succeeded, batches.failed, batches.cancelled, batches.not_started) == (0, 3, 0, 0)
     assert batches.files_in_failed_batches == 9
     assert batches.files_not_started == 15
     assert [error.batch for error in batches.errors] == [0, 1, 2]
@@ -181,9 +184,11 @@ async def test_junk_tree_trips_concurrent_breaker(tmp_path: Path, run_local: Run
     assert batches.trip_reason.startswith("5 failures")
     assert batches.succeeded == 0
     assert batches.failed >= 5
-    assert batches.failed + batches.cancelled + batches.not_started == 16
-    assert batches.not_started > 0
+    assert batches.failed + batches.cancelled + batches.not_started == batches.batches
+    assert batches.batches < 16
+    assert batches.files_in_failed_batches == 3 * batches.failed
     assert batches.files_in_failed_batches + batches.files_in_cancelled_batches + batches.files_not_started == 48
+    assert batches.files_not_started > 0
     assert report.index.status == "skipped"
 
 
@@ -208,3 +213,19 @@ def test_cli_runs_demo_on_tree(tmp_path: Path) -> None:
         assert heading in result.output
     assert "legacy/old_print.py -> tokenizer" in result.output
     assert f"JSON report: {report_path}" in result.output
+
+
+def test_cli_chooses_batch_size(tmp_path: Path) -> None:
+    write_source_tree(tmp_path / "tree", modules=MODULES)
+    report_path = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        main, ["demo", str(tmp_path / "tree"), "--concurrency", "1", "--report", str(report_path)]
+    )
+    assert result.exit_code == 0, result.output
+
+    # Eight files and one batch at a time: the auto batcher aims at four batches per slot, so two files each.
+    document = json.loads(report_path.read_text())
+    assert document["settings"]["batch_size"] is None
+    assert document["batches"]["batch_size"] == 2
+    assert document["batches"]["batches"] == 4
+    assert "4 batches of up to 2 files (chosen automatically), 1 at a time" in result.output

@@ -48,6 +48,7 @@ HEALTHY = DemoReport(
         fallbacks={"ast SyntaxError -> tokenizer": 1, "ast SyntaxError -> tokenizer SyntaxError -> lines": 1},
     ),
     batches=BatchStep(
+        batch_size=50,
         batches=3,
         succeeded=3,
         failed=0,
@@ -91,6 +92,7 @@ TRIPPED = dataclasses.replace(
     HEALTHY,
     analysis=AnalysisTotals(),
     batches=BatchStep(
+        batch_size=50,
         batches=10,
         succeeded=0,
         failed=3,

@@ -55,9 +55,9 @@ def main() -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="Files per batch; each batch is one task call.",
+    default=None,
+    help="Files per batch; each batch is one task call. Default: chosen by the auto batcher, about four batches "
+    "per concurrent slot.",
 )
 @click.option(
     "--concurrency",
@@ -115,7 +115,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show the log output of Flyte and flyte-patterns.")
 def demo(
     path: Path | None,
-    batch_size: int,
+    batch_size: int | None,
     concurrency: int,
     max_failed_batches: int,
     max_failed_ratio: float | None,

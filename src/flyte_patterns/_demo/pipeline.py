@@ -2,14 +2,16 @@
 
 Steps, all inside :func:`demo_pipeline`:
 
-1. **Auto batcher.** The files are split into batches of ``batch_size``, and :func:`analyse_batch` runs once per
-   batch, ``concurrency`` batches at a time.
+1. **Auto batcher.** :func:`flyte_patterns.batch_map` splits the files into batches (of ``batch_size``, or of a
+   size it chooses from the number of files and the concurrency) and runs :func:`analyse_batch` once per batch,
+   ``concurrency`` batches at a time in a sliding window.
 2. **Fallback runner.** Inside each batch, every file goes through the analysers of
    :mod:`flyte_patterns._demo.analysis` under :func:`flyte_patterns.with_fallback`: ``ast`` first, then the
    tokenizer, then the line scanner.
-3. **Circuit breaker.** It guards the batch fan-out and counts failed batches. A batch fails when more than half of
-   its files fail (binary or unreadable files), so on a tree of junk the breaker trips after a few batches,
-   cancels the running ones and starts no more; the report keeps every result obtained until then.
+3. **Circuit breaker.** The batcher takes the circuit breaker's rules, which count failed batches. A batch fails
+   when more than half of its files fail (binary or unreadable files), so on a tree of junk the breaker trips
+   after a few batches, cancels the running ones and starts no more. The report keeps every result obtained
+   until then.
 4. **OOM retrier.** :func:`index_tree` builds the cross-reference index of :mod:`flyte_patterns._demo.xref`, whose
    memory grows with the tree, under :func:`flyte_patterns.retry_with_memory`, starting from a deliberately small
    memory limit and multiplying it by ``index_factor`` each time the task runs out of memory, up to the ceiling.
@@ -42,11 +44,11 @@ import flyte.errors
 from flyte.io import Dir, File
 
 from flyte_patterns import (
-    FanOutProgress,
+    BatchProgress,
     MemoryLadderExhaustedError,
     MemoryRetryEvent,
     OutcomeStatus,
-    circuit_breaker,
+    batch_map,
     flyte_code,
     format_memory,
     retry_with_memory,
@@ -214,7 +216,7 @@ async def demo_pipeline(
     batch_started = time.monotonic()
     run = await _analyse_in_batches(files, settings)
     batch_seconds = time.monotonic() - batch_started
-    analysis, step, fallback_files, failed_files = summarise_batches(paths, settings.batch_size, run)
+    analysis, step, fallback_files, failed_files = summarise_batches(paths, run)
     step = _with_seconds(step, batch_seconds)
 
     analysed = [number for number, result in enumerate(run.file_results()) if result and not result.failed]
@@ -249,18 +251,25 @@ class BatchOutcome:
 
     Attributes:
         status: ``"succeeded"``, ``"failed"``, ``"cancelled"`` or ``"not_started"``.
+        start: The position of the batch's first file.
+        stop: The position just after its last file.
         results: One analysis per file, for a batch that succeeded.
         error: The error of a failed batch, as the driver received it.
     """
 
     status: str
+    start: int
+    stop: int
     results: list[FileAnalysis] | None = None
     error: BaseException | None = None
 
 
 @dataclass(frozen=True)
 class BatchRun:
-    """The outcome of every batch, in order, and whether the circuit breaker tripped."""
+    """The outcome of every batch, in order, and whether the circuit breaker tripped.
+
+    After a trip, the files after the last batch formed are in no batch; they count as not started.
+    """
 
     batch_size: int
     outcomes: list[BatchOutcome]
@@ -269,47 +278,45 @@ class BatchRun:
     trip_reason: str = ""
 
     def file_results(self) -> list[FileAnalysis | None]:
-        """Return one entry per file, in order: its analysis, or ``None`` when its batch did not succeed."""
-        results: list[FileAnalysis | None] = []
-        for number, outcome in enumerate(self.outcomes):
-            size = min(self.batch_size, self.files - number * self.batch_size)
-            results.extend(outcome.results if outcome.results is not None else [None] * size)
+        """Return one entry per file, in order: its analysis, or ``None`` when no succeeded batch analysed it."""
+        results: list[FileAnalysis | None] = [None] * self.files
+        for outcome in self.outcomes:
+            if outcome.results is not None:
+                results[outcome.start : outcome.stop] = outcome.results
         return results
 
 
-def split_into_batches(items: Sequence[File], batch_size: int) -> list[list[File]]:
-    """Split ``items`` into consecutive batches of ``batch_size``. The last batch may be smaller."""
-    return [list(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
-
-
 async def _analyse_in_batches(files: list[File], settings: DemoSettings) -> BatchRun:
-    """Run :func:`analyse_batch` over the files in batches, under the circuit breaker."""
-    # TODO: split with batch_map, which takes the breaker's thresholds, once it is on main. Until then the files
-    # are split here and the circuit breaker runs one call per batch, which counts failed batches the same way.
-    batches = split_into_batches(files, settings.batch_size)
+    """Run :func:`analyse_batch` over the files with the auto batcher, under the circuit breaker's rules."""
 
-    def report_progress(progress: FanOutProgress) -> None:
-        _emit(BatchFinished(progress.index, len(batches[progress.index]), progress.status.value))
+    def report_progress(progress: BatchProgress) -> None:
+        _emit(BatchFinished(progress.batch.index, progress.batch.size, progress.status.value))
 
-    result = await circuit_breaker(
+    result = await batch_map(
         analyse_batch,
-        batches,
+        files,
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
         max_failures=settings.max_failed_batches,
         max_failure_ratio=settings.max_failed_ratio,
-        concurrency=settings.concurrency,
+        return_result=True,
         on_progress=report_progress,
-        group_name="analyse_batches",
+        # The command line draws its own progress bar from the events above.
+        progress_bar=False,
+        group_name="analyse_batch",
     )
     outcomes = [
         BatchOutcome(
             status=outcome.status.value,
+            start=span.start,
+            stop=span.stop,
             results=outcome.value if outcome.status is OutcomeStatus.SUCCEEDED else None,
             error=outcome.error,
         )
-        for outcome in result.outcomes
+        for outcome, span in zip(result.batches.outcomes, result.spans, strict=True)
     ]
     return BatchRun(
-        batch_size=settings.batch_size,
+        batch_size=result.batch_size,
         outcomes=outcomes,
         files=len(files),
         tripped=result.tripped,
@@ -318,7 +325,7 @@ async def _analyse_in_batches(files: list[File], settings: DemoSettings) -> Batc
 
 
 def summarise_batches(
-    paths: Sequence[str], batch_size: int, run: BatchRun
+    paths: Sequence[str], run: BatchRun
 ) -> tuple[AnalysisTotals, BatchStep, list[FileRecord], list[FileRecord]]:
     """Fold the batch outcomes into the report's totals, batch step, fallback files and failed files."""
     served_by: dict[str, int] = {}
@@ -351,13 +358,14 @@ def summarise_batches(
     files_by_status = dict(counts)
     errors = []
     for number, outcome in enumerate(run.outcomes):
-        size = min(batch_size, len(paths) - number * batch_size)
         counts[outcome.status] += 1
-        files_by_status[outcome.status] += size
+        files_by_status[outcome.status] += outcome.stop - outcome.start
         if outcome.status == "failed" and outcome.error is not None:
             error = outcome.error
             code = flyte_code(error) or ""
-            errors.append(BatchError(number, paths[number * batch_size], _describe_flyte_error(error), code))
+            errors.append(BatchError(number, paths[outcome.start], _describe_flyte_error(error), code))
+    files_in_batches = sum(outcome.stop - outcome.start for outcome in run.outcomes)
+    files_by_status["not_started"] += run.files - files_in_batches
 
     analysis = AnalysisTotals(
         files_analysed=sum(served_by.values()),
@@ -369,6 +377,7 @@ def summarise_batches(
         **totals,
     )
     step = BatchStep(
+        batch_size=run.batch_size,
         batches=len(run.outcomes),
         succeeded=counts["succeeded"],
         failed=counts["failed"],

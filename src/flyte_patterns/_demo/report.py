@@ -23,7 +23,7 @@ class DemoSettings:
     """The knobs of one run, as the command line set them.
 
     Attributes:
-        batch_size: Files per batch, one task call each.
+        batch_size: Files per batch, one task call each, or ``None`` to let the auto batcher choose.
         concurrency: Batches analysed at the same time.
         max_failed_batches: Failed batches the circuit breaker tolerates; one more trips it. ``None`` for no
             limit.
@@ -34,7 +34,7 @@ class DemoSettings:
         index_factor: Each rung of the ladder is the previous one times this factor, up to the ceiling.
     """
 
-    batch_size: int
+    batch_size: int | None
     concurrency: int
     max_failed_batches: int | None
     max_failed_ratio: float | None
@@ -113,20 +113,23 @@ class BatchStep:
     """The batch fan-out under the circuit breaker.
 
     Attributes:
-        batches: How many batches the files made.
+        batch_size: The bound on files per batch that was used, given or chosen automatically.
+        batches: How many batches were formed. Batches are formed as they are needed, so after a trip the files
+            after the last batch formed belong to no batch.
         succeeded: Batches that returned a result.
         failed: Batches whose task raised.
         cancelled: Batches the breaker cancelled while they ran.
-        not_started: Batches never started because the breaker had tripped.
+        not_started: Batches formed but never started because the breaker had tripped.
         tripped: Whether the breaker tripped.
         trip_reason: The breaker's explanation, or ``""``.
         files_in_failed_batches: Files of failed batches, which have no analysis.
         files_in_cancelled_batches: Files of cancelled batches.
-        files_not_started: Files of batches never started.
+        files_not_started: Files never analysed because the breaker had tripped, in a batch or not.
         errors: One entry per failed batch, in batch order.
         seconds: Wall time of the fan-out.
     """
 
+    batch_size: int
     batches: int
     succeeded: int
     failed: int

@@ -41,7 +41,9 @@ def _batch_section(report: DemoReport) -> list[RenderableType]:
     table.add_row(str(step.succeeded), f"{files_in_succeeded_batches:,}", "succeeded")
     table.add_row(str(step.failed), f"{step.files_in_failed_batches:,}", _bad("failed", step.failed))
     table.add_row(str(step.cancelled), f"{step.files_in_cancelled_batches:,}", _bad("cancelled", step.cancelled))
-    table.add_row(str(step.not_started), f"{step.files_not_started:,}", _bad("not started", step.not_started))
+    # Batches are formed as they are needed, so files left after a trip may be in no batch at all.
+    not_started_batches = "-" if step.not_started == 0 and step.files_not_started else str(step.not_started)
+    table.add_row(not_started_batches, f"{step.files_not_started:,}", _bad("not started", step.files_not_started))
 
     limits = []
     if settings.max_failed_batches is not None:
@@ -53,11 +55,12 @@ def _batch_section(report: DemoReport) -> list[RenderableType]:
         if step.tripped
         else Text(f"not tripped ({', '.join(limits) or 'no limit'})", style="green")
     )
+    chosen = " (chosen automatically)" if settings.batch_size is None else ""
     lines: list[RenderableType] = [
         _title("Auto batcher and circuit breaker"),
         table,
         Text.assemble(
-            f"{step.batches} batches of up to {settings.batch_size} files, {settings.concurrency} at a time, "
+            f"{step.batches} batches of up to {step.batch_size} files{chosen}, {settings.concurrency} at a time, "
             f"{step.seconds:.1f} s. Breaker ",
             breaker,
         ),
