@@ -1,7 +1,7 @@
 """The ``flyte-patterns demo`` pipeline: every pattern of the library at work on a real source tree.
 
-This package is private and separate from the library. ``import flyte_patterns`` never imports it, nor click; the
-command line (``flyte_patterns._cli``) imports it when the ``demo`` command runs.
+This package is private and separate from the library. ``import flyte_patterns`` imports neither it nor the command
+line module (``flyte_patterns._cli``), which imports it when the ``demo`` command runs.
 
 Modules:
 
