@@ -1,8 +1,12 @@
 """The ``flyte-patterns`` command line. ``flyte-patterns demo [PATH]`` runs the demo pipeline on a source tree.
 
-Exit status: 0 when the pipeline ran (a tripped breaker or an exhausted memory ladder is a result, shown in the
-summary and the report), 1 when the run itself failed, 2 for invalid arguments: a missing PATH, a PATH without
-Python files, an invalid option value, or ``--remote`` without a Flyte config.
+Exit status:
+
+* 0 when the pipeline ran. A tripped breaker or an exhausted memory ladder is a result, shown in the summary and
+  the report.
+* 1 when the run itself failed.
+* 2 for invalid arguments: a missing PATH, a PATH without Python files, an invalid option value, or ``--remote``
+  without a Flyte config or endpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 
     from ._demo.report import DemoReport, DemoSettings
 
-# The demo, Flyte and rich are imported inside the commands, so `--help` answers at once.
+# The demo, Flyte and rich are imported inside the commands, so `--help` returns at once.
 
 DEFAULT_REPORT = "flyte-patterns-report.json"
 
@@ -240,7 +244,7 @@ def _run_local(root: Path, paths: list[str], total_bytes: int, settings: DemoSet
 
 
 def _remote_config(config_path: Path | None) -> Path:
-    """Return the Flyte config file to use for ``--remote``, or raise a usage error that says what is missing."""
+    """Return the Flyte config file to use for ``--remote``, or raise a usage error that names what is missing."""
     import flyte.config
 
     config = flyte.config.auto(config_path)
@@ -269,7 +273,7 @@ def _run_remote(
     from ._demo.pipeline import demo_pipeline
     from ._demo.tree import stage_files
 
-    # NOTE: this path has not been run against a cluster. docs/cluster.md says what it relies on.
+    # NOTE: this path has not been run against a cluster. docs/cluster.md lists what it relies on.
     console = Console(stderr=True)
     flyte.init_from_config(config_file, log_level=_flyte_log_level(verbose))
     with tempfile.TemporaryDirectory(prefix="flyte-patterns-demo-") as staging:

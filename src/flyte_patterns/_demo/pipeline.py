@@ -13,8 +13,8 @@ Steps, all inside :func:`demo_pipeline`:
    after a few batches, cancels the running ones and starts no more. The report keeps every result obtained
    until then.
 4. **OOM retrier.** :func:`index_tree` builds the cross-reference index of :mod:`flyte_patterns._demo.xref`, whose
-   memory grows with the tree, under :func:`flyte_patterns.retry_with_memory`, starting from a deliberately small
-   memory limit and multiplying it by ``index_factor`` each time the task runs out of memory, up to the ceiling.
+   memory grows with the tree. It runs under :func:`flyte_patterns.retry_with_memory`, from a deliberately small
+   memory limit that is multiplied by ``index_factor`` each time the task runs out of memory, up to the ceiling.
    The report lists every rung it tried. Locally the limit is enforced by running the task body in a child process
    that is killed when it passes the limit. On a cluster Kubernetes enforces it. The step is skipped when the
    breaker tripped.
@@ -203,7 +203,7 @@ async def demo_pipeline(
     """Run the four steps over the files of ``source`` and report on each.
 
     Args:
-        source: The directory that holds the files.
+        source: The directory that contains the files.
         names: Where each file is inside ``source``, as a POSIX path.
         paths: Each file's POSIX path relative to the root of the user's tree, for the report and for resolving
             imports. Equal to ``names`` when ``source`` is the tree itself; a cluster run stages the files flat.
@@ -247,7 +247,7 @@ async def demo_pipeline(
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What happened to one batch.
+    """The outcome of one batch.
 
     Attributes:
         status: ``"succeeded"``, ``"failed"``, ``"cancelled"`` or ``"not_started"``.
@@ -455,7 +455,7 @@ async def _index_with_memory_ladder(
     return IndexStep(status, ladder, attempts, summary, message, seconds)
 
 
-# How the report names the end of an attempt, by the retrier's event kind.
+# The report's name for the end of an attempt, by the retrier's event kind.
 _RUNG_OUTCOMES = {
     "succeeded": "succeeded",
     "escalated": "out of memory",

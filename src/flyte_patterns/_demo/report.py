@@ -92,7 +92,7 @@ class AnalysisTotals:
 
 @dataclass(frozen=True)
 class BatchError:
-    """Why one batch failed.
+    """The error of one failed batch.
 
     Attributes:
         batch: The batch's position, from 0.

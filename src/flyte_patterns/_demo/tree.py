@@ -1,4 +1,4 @@
-"""Which files of a source tree the demo analyses, and how they are staged for a cluster run."""
+"""The selection of the files of a source tree that the demo analyses, and their staging for a cluster run."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def stage_files(root: str | Path, paths: Sequence[str], destination: str | Path)
     """Copy the files ``paths`` (relative to ``root``) into ``destination`` under flat, unique names.
 
     A cluster run uploads the directory it is given. Staging uploads only the selected files, not the rest of the
-    tree (the standard library's directory also holds compiled caches and installed packages). The names are flat
+    tree (the standard library's directory also contains compiled caches and installed packages). The names are flat
     (``00012-util.py``) because Flyte 2.12 uploads a local directory for a remote run file by file under each
     file's base name (``flyte.remote.upload_dir``), which would merge ``a/util.py`` and ``b/util.py``.
 

@@ -1,9 +1,9 @@
 """A cross-reference index of a source tree: which names are defined where, and which modules are imported where.
 
 The index is deliberately built the simple, memory-hungry way: every file is loaded and kept in memory as a list
-of lines, so each entry can be shown with its source line. Its memory therefore grows with the size of the tree
-(about 90 MB above the interpreter for the 30 MB of Python 3.11's standard library, measured on Linux as the
-growth of ``RssAnon``), which makes it the demo's step for the OOM retrier.
+of lines, so each entry can be shown with its source line. Its memory therefore grows with the size of the tree,
+which makes it the demo's step for the OOM retrier. For the 30 MB of Python 3.11's standard library it grows by
+about 90 MB above the interpreter, measured on Linux as the growth of ``RssAnon``.
 
 Lines are matched with regular expressions, so the index also covers files that do not parse, and, like the
 line analyser, it can be misled by code-like lines inside multi-line strings:
@@ -53,7 +53,7 @@ class Ranked:
 
 @dataclass(frozen=True)
 class IndexSummary:
-    """What the cross-reference index found, small enough to return from a task.
+    """The findings of the cross-reference index, small enough to return from a task.
 
     Attributes:
         files_indexed: Files loaded into the index.
@@ -152,7 +152,7 @@ def build_index(root: str | Path, paths: Sequence[str], *, names: Sequence[str] 
     """Load and index files under ``root``.
 
     Args:
-        root: The directory that holds the files.
+        root: The directory that contains the files.
         paths: Each file's POSIX path relative to the root of its tree, as the index records it and resolves
             imports against.
         names: Where each file is under ``root``, when that differs from ``paths`` (files staged flat for a
