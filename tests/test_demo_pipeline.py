@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import flyte.errors
 import pytest
 from click.testing import CliRunner
 from flyte.io import Dir
@@ -229,3 +230,11 @@ def test_cli_chooses_batch_size(tmp_path: Path) -> None:
     assert document["batches"]["batch_size"] == 2
     assert document["batches"]["batches"] == 4
     assert "4 batches of up to 2 files (chosen automatically), 1 at a time" in result.output
+
+
+async def test_pipeline_rejects_unpaired_names(tmp_path: Path, run_local: RunLocal) -> None:
+    paths = write_source_tree(tmp_path, modules=1)
+    source = await Dir.from_local(str(tmp_path))
+    with pytest.raises(flyte.errors.RuntimeUserError, match="names has 2 entries but paths has 3") as caught:
+        await run_local(demo_pipeline, source, paths[:2], paths, 0, _settings())
+    assert caught.value.code == "ValueError"

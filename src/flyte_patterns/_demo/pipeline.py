@@ -40,7 +40,6 @@ from importlib import metadata
 from pathlib import Path
 
 import flyte
-import flyte.errors
 from flyte.io import Dir, File
 
 from flyte_patterns import (
@@ -159,7 +158,7 @@ def _emit(event: ProgressEvent) -> None:
     try:
         listener(event)
     except Exception:
-        logger.exception("the progress listener raised on %r; ignoring it", event)
+        logger.exception("the progress listener raised an error on %r, which is ignored", event)
 
 
 # ---------------------------------------------------------------------------------------------------- tasks
@@ -209,7 +208,12 @@ async def demo_pipeline(
             imports. Equal to ``names`` when ``source`` is the tree itself; a cluster run stages the files flat.
         total_bytes: The files' total size, for the report.
         settings: The knobs of the run.
+
+    Raises:
+        ValueError: ``names`` and ``paths`` differ in length, checked before any task is launched.
     """
+    if len(names) != len(paths):
+        raise ValueError(f"names has {len(names)} entries but paths has {len(paths)}; they must pair up")
     base = source.path.rstrip("/")
     files = [File.from_existing_remote(f"{base}/{name}") for name in names]
 
