@@ -23,7 +23,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	touch $@
 
 demo: $(VENV)/.installed-run
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/flyte-patterns demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
