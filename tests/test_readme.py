@@ -24,9 +24,9 @@ async def test_readme_example_runs(run_local: RunLocal) -> None:
     module = types.ModuleType("readme_example")
     exec(compile(_first_python_block(), str(README), "exec"), module.__dict__)
 
-    output = await run_local(module.driver, ["1", "2", "3", "x4"])
+    failed, first, sum_of_squares, size = await run_local(module.driver, ["1", "2", "3", "x4"])
 
-    assert output["failed"] == 1
-    assert output["first"] == 1
-    assert output["squares"] == [1, 4, 9, 0]
-    assert output["size"] == 10_000
+    assert failed == 1
+    assert first == 1
+    assert sum_of_squares == 14
+    assert size == 10_000

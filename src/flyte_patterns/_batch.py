@@ -108,7 +108,7 @@ from ._fanout import (
     _Outcomes,
     fan_out,
 )
-from ._validation import bind_call, check_callable, check_int, check_seconds, task_name
+from ._validation import bind_call, check_callable, check_int, check_seconds, check_sync_function, task_name
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -373,7 +373,7 @@ class _BatchRun(Generic[T]):
     ) -> None:
         check_callable(task)
         if batch_size is not None:
-            check_int(batch_size, name="batch_size", minimum=1)
+            check_int(batch_size, name="batch_size", minimum=1, maximum=sys.maxsize)
         check_int(concurrency, name="concurrency", minimum=1)
         max_weight = check_weight_bound(max_batch_weight, weight)
         wait = None if max_wait is None else check_seconds(max_wait, name="max_wait")
@@ -396,8 +396,7 @@ class _BatchRun(Generic[T]):
         policy = TripPolicy(
             max_failures=max_failures, max_failure_ratio=max_failure_ratio, rolling_window=rolling_window
         )
-        if on_progress is not None and not callable(on_progress):
-            raise TypeError(f"on_progress must be a callable or None, got {on_progress!r}")
+        check_sync_function(on_progress, name="on_progress")
         if progress_bar is not None and not isinstance(progress_bar, bool):
             raise TypeError(
                 f"progress_bar must be True, False or None, got {progress_bar!r} ({type(progress_bar).__name__})"

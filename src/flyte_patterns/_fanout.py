@@ -74,7 +74,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import flyte
 
-from ._validation import bind_call, check_callable, check_int, check_ratio
+from ._validation import bind_call, check_callable, check_int, check_ratio, check_sync_function
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -562,8 +562,7 @@ class _FanOut(Generic[T, R]):
             check_int(total, name="total", minimum=0)
         if drain is not None and not isinstance(drain, bool):
             raise TypeError(f"drain must be True, False or None, got {drain!r} ({type(drain).__name__})")
-        if on_progress is not None and not callable(on_progress):
-            raise TypeError(f"on_progress must be a callable or None, got {on_progress!r}")
+        check_sync_function(on_progress, name="on_progress")
         if group_name is not None:
             if not isinstance(group_name, str):
                 raise TypeError(

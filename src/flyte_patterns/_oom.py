@@ -56,11 +56,11 @@ import flyte
 import flyte.errors
 from flyte.extend import TaskTemplate
 
-from ._errors import DEFAULT_OOM_CODES, flyte_code, is_out_of_memory
+from ._errors import DEFAULT_OOM_CODES, flyte_code, is_out_of_memory, normalize_codes
 from ._ladder import build_ladder
 from ._local_memory import LocalMemoryLimit, enforce_local_memory, is_local_memory_supported, run_with_memory_limit
 from ._memory import format_memory, parse_memory
-from ._validation import check_callable, invoke, task_name
+from ._validation import check_callable, check_sync_function, invoke, task_name
 
 logger = logging.getLogger("flyte_patterns.oom")
 
@@ -381,9 +381,8 @@ async def retry_with_memory(
         sizes=sizes,
         stacklevel=3,
     )
-    codes = _check_oom_codes(oom_codes)
-    if on_event is not None and not callable(on_event):
-        raise TypeError(f"on_event must be a callable that takes a MemoryRetryEvent, got {on_event!r}")
+    codes = normalize_codes(oom_codes, name="oom_codes")
+    check_sync_function(on_event, name="on_event")
     call_kwargs = _merge_task_kwargs(kwargs, task_kwargs)
     plan = _AttemptPlan.build(task, ladder, cpu=cpu, enforce_locally=enforce_locally)
 
@@ -553,26 +552,6 @@ def _check_task(task: object) -> None:
     if _supports_override(task):
         return
     check_callable(task, name="task")
-
-
-def _check_oom_codes(oom_codes: object) -> frozenset[str]:
-    entries: tuple[object, ...]
-    if isinstance(oom_codes, str):
-        entries = (oom_codes,)
-    elif isinstance(oom_codes, Iterable):
-        entries = tuple(oom_codes)
-    else:
-        raise TypeError(f"oom_codes must be a Flyte error code string or an iterable of them, got {oom_codes!r}")
-    if not entries:
-        raise ValueError("oom_codes must name at least one Flyte error code, such as 'OOMKilled', got none")
-    codes: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise TypeError(f"oom_codes must contain Flyte error code strings, got {entry!r} ({type(entry).__name__})")
-        if not entry.strip():
-            raise ValueError(f"oom_codes contains an empty error code string {entry!r}")
-        codes.add(entry.strip())
-    return frozenset(codes)
 
 
 def _merge_task_kwargs(kwargs: dict[str, Any], task_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
