@@ -34,7 +34,6 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
-import platform
 import sys
 import time
 import tracemalloc
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import flyte
+from machine import describe_machine
 
 from flyte_patterns import RollingWindow, circuit_breaker
 
@@ -286,8 +285,10 @@ def plot(cases: list[Case], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    figure, axes = plt.subplots(1, len(CALLS), figsize=(11, 4.2), sharey=True)
+    sizes = sorted({case.items for case in cases})
+    figure, axes = plt.subplots(1, len(CALLS), figsize=(11, 4.8), sharey=True)
     for axis, flavour in zip(axes, CALLS, strict=True):
         for implementation in IMPLEMENTATIONS:
             points = [
@@ -300,13 +301,24 @@ def plot(cases: list[Case], path: Path) -> None:
                 axis.plot(xs, ys, marker="o", label=implementation)
         axis.set_xscale("log")
         axis.set_yscale("log")
+        axis.xaxis.set_major_locator(FixedLocator(sizes))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xticklabels([f"{size:,}" for size in sizes])
+        axis.yaxis.set_major_formatter("{x:g}")
         axis.set_title(f"no-op call: {flavour}")
         axis.set_xlabel("items")
-        axis.grid(True, which="both", alpha=0.3)
+        axis.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("time per item (µs)")
-    axes[-1].legend(fontsize="small")
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    figure.suptitle(f"Fan-out of no-op calls, {CONCURRENCY} at a time: time per item against items (log scales)")
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=110)
+
+
+def load_cases(path: Path) -> list[Case]:
+    """Read the measurements that ``--json`` wrote."""
+    return [Case(**fields) for fields in json.loads(path.read_text(encoding="utf-8"))]
 
 
 def main() -> None:
@@ -320,15 +332,19 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--plot", type=Path, help="also draw time per item against items to this PNG file")
+    parser.add_argument(
+        "--from-json", type=Path, help="measure nothing: draw --plot from a JSON file that --json wrote earlier"
+    )
     arguments = parser.parse_args()
+    if arguments.from_json:
+        if not arguments.plot:
+            parser.error("--from-json needs --plot")
+        plot(load_cases(arguments.from_json), arguments.plot)
+        return
 
     sizes = [1_000, 10_000, 100_000] if arguments.quick else [1_000, 10_000, 100_000, 1_000_000]
     budget = arguments.naive_budget if arguments.naive_budget is not None else (5.0 if arguments.quick else 90.0)
-    print(
-        f"# Python {platform.python_version()}, flyte {flyte.__version__}, {multiprocessing.cpu_count()} cores, "
-        f"concurrency {CONCURRENCY}",
-        file=sys.stderr,
-    )
+    print(f"{describe_machine()}; concurrency {CONCURRENCY}")
 
     cases: list[Case] = []
     started = time.perf_counter()

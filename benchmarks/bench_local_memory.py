@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_local_memory.py
+    .venv/bin/python benchmarks/bench_local_memory.py           # 300 calls per overhead row, 5 kills per overshoot row
+    .venv/bin/python benchmarks/bench_local_memory.py --quick   # 100 calls and 2 kills
 
 It prints Markdown tables for ``docs/benchmarks.md``:
 
@@ -26,7 +27,6 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import flyte
 import psutil
+from machine import describe_machine
 
 from flyte_patterns import enforce_local_memory, run_with_memory_limit
 
@@ -166,7 +167,7 @@ async def watcher_cpu(seconds: float) -> float:
 async def main(calls: int, repeats: int) -> None:
     flyte.init()
     resident = psutil.Process().memory_info().rss
-    print(f"Python {sys.version.split()[0]}, flyte {flyte.__version__}, {os.cpu_count()} CPUs")
+    print(describe_machine())
     print(f"resident memory of the benchmark process before the fork: {resident // MI} MiB")
     print()
 
@@ -217,7 +218,10 @@ async def main(calls: int, repeats: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="calls per overhead measurement (default 300)")
-    parser.add_argument("--repeats", type=int, default=5, help="kills per overshoot measurement (default 5)")
+    parser.add_argument("--quick", action="store_true", help="100 calls and 2 kills instead of 300 and 5")
+    parser.add_argument("--calls", type=int, help="calls per overhead measurement (default 300, or 100 with --quick)")
+    parser.add_argument("--repeats", type=int, help="kills per overshoot measurement (default 5, or 2 with --quick)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.calls, arguments.repeats))
+    calls = arguments.calls or (100 if arguments.quick else 300)
+    repeats = arguments.repeats or (2 if arguments.quick else 5)
+    asyncio.run(main(calls, repeats))

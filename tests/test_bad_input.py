@@ -529,6 +529,112 @@ BAD_CALLS = [
         "coroutine object",
         id="execute-task-coroutine",
     ),
+    # ------------------------------------------------------------ batch_map
+    row(lambda r: api.batch_map(42, range(3)), TypeError, "task", "42", id="batch-task-int"),
+    row(
+        lambda r: api.batch_map(r.coroutine(), range(3)),
+        TypeError,
+        "task",
+        "coroutine object",
+        id="batch-task-coroutine",
+    ),
+    row(lambda r: api.batch_map(r.plain, 42), TypeError, "items", "42", id="batch-items-int"),
+    row(lambda r: api.batch_map(r.plain, range(3), batch_size=0), ValueError, "batch_size", "0", id="batch-size-zero"),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), batch_size=-1),
+        ValueError,
+        "batch_size",
+        "-1",
+        id="batch-size-negative",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), batch_size=True),
+        TypeError,
+        "batch_size",
+        "True",
+        id="batch-size-bool",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), batch_size=1.5),
+        TypeError,
+        "batch_size",
+        "1.5",
+        id="batch-size-float",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), concurrency=0),
+        ValueError,
+        "concurrency",
+        "0",
+        id="batch-concurrency",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), max_batch_weight=10),
+        TypeError,
+        "max_batch_weight",
+        "weight",
+        id="batch-weight-bound-alone",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), weight=float, max_batch_weight=0),
+        ValueError,
+        "max_batch_weight",
+        "0",
+        id="batch-weight-bound-zero",
+    ),
+    row(lambda r: api.batch_map(r.plain, range(3), max_wait=0), ValueError, "max_wait", "0", id="batch-max-wait-zero"),
+    row(lambda r: api.batch_map(r.plain, range(3), total=4), ValueError, "total", "4", id="batch-total-disagrees"),
+    row(
+        lambda r: api.batch_map(r.plain, r.generator(), max_failure_ratio=0.5),
+        TypeError,
+        "max_failure_ratio",
+        "generator",
+        id="batch-ratio-without-count",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), return_result="yes"),
+        TypeError,
+        "return_result",
+        "'yes'",
+        id="batch-return-result-str",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), on_progress=42), TypeError, "on_progress", "42", id="batch-hook-int"
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), group_name=""),
+        ValueError,
+        "group_name",
+        "''",
+        id="batch-group-blank",
+    ),
+    # ------------------------------------------------------------ map_reduce
+    row(lambda r: api.map_reduce(r.plain, range(3), reduce=42, initial=0), TypeError, "reduce", "42", id="reduce-int"),
+    row(
+        lambda r: api.map_reduce(r.plain, range(3), reduce=r.coroutine(), initial=0),
+        TypeError,
+        "reduce",
+        "coroutine object",
+        id="reduce-coroutine",
+    ),
+    row(
+        lambda r: api.map_reduce(r.plain, range(3), reduce=r.sync, initial=0, combine=42),
+        TypeError,
+        "combine",
+        "42",
+        id="reduce-combine-int",
+    ),
+    row(
+        lambda r: api.map_reduce(r.plain, range(3), reduce=r.sync, initial=0, batch_size=-1),
+        ValueError,
+        "batch_size",
+        "-1",
+        id="reduce-batch-size",
+    ),
+    # ------------------------------------------------------------ auto_batch_size
+    row(lambda r: api.auto_batch_size(10, 0), ValueError, "concurrency", "0", id="auto-size-concurrency"),
+    row(lambda r: api.auto_batch_size(-1, 2), ValueError, "total", "-1", id="auto-size-total"),
+    row(lambda r: api.auto_batch_size(10, True), TypeError, "concurrency", "True", id="auto-size-bool"),
     # ------------------------------------------------------------ the option classes the functions take
     row(lambda r: api.RollingWindow(size=0, failure_rate=0.5), ValueError, "RollingWindow size", "0", id="window-size"),
     row(lambda r: api.RollingWindow(size=5, failure_rate=0), ValueError, "failure_rate", "0", id="window-rate-zero"),
@@ -599,6 +705,9 @@ ROW_PREFIXES = {
     "with_fallback": "fallback-",
     "circuit_breaker": "breaker-",
     "circuit_breaker_execute": "execute-",
+    "batch_map": "batch-",
+    "map_reduce": "reduce-",
+    "auto_batch_size": "auto-size-",
 }
 
 # Functions that take no argument, or answer for any object: flyte_code returns None, is_interrupt False and

@@ -125,8 +125,42 @@ def test_context_cycle_terminates() -> None:
 )
 def test_interrupts_never_match(interrupt: BaseException) -> None:
     assert not exception_matches(interrupt, (BaseException,))
-    assert not exception_matches(interrupt, (type(interrupt),))
+    assert not exception_matches(interrupt, (Exception,))
     assert not exception_matches(interrupt, (type(interrupt).__name__,))
+
+
+@pytest.mark.parametrize("interrupt_class", [asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_interrupt_class_in_on_rejected(interrupt_class: type[BaseException]) -> None:
+    with pytest.raises(ValueError, match=f"contains {interrupt_class.__name__}, which never matches"):
+        exception_matches(ValueError("x"), (ValueError, interrupt_class))
+
+
+@pytest.mark.parametrize("not_an_exception", ["x", None, ValueError])
+def test_matchers_reject_non_exceptions(not_an_exception: object) -> None:
+    with pytest.raises(TypeError, match="exc must be an exception instance"):
+        exception_matches(not_an_exception, (ValueError,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="exc must be an exception instance"):
+        is_out_of_memory(not_an_exception)  # type: ignore[arg-type]
+
+
+def test_out_of_memory_code_string_is_one_code() -> None:
+    # A single string is one code, not a set of one-letter codes.
+    assert not is_out_of_memory(flyte.errors.RuntimeUserError("K", "x"), codes="OOMKilled")
+    assert is_out_of_memory(flyte.errors.OOMError("OOMKilled", "killed"), codes="OOMKilled")
+
+
+@pytest.mark.parametrize(
+    ("codes", "error", "pattern"),
+    [
+        ([], ValueError, "at least one Flyte error code"),
+        ([137], TypeError, "got 137"),
+        ([" "], ValueError, "empty error code"),
+        (137, TypeError, "got 137"),
+    ],
+)
+def test_out_of_memory_invalid_codes(codes: object, error: type[Exception], pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        is_out_of_memory(MemoryError(), codes=codes)  # type: ignore[arg-type]
 
 
 def test_interrupt_with_matching_context_does_not_match() -> None:

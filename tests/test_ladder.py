@@ -182,3 +182,16 @@ def test_explicit_ladder_never_warns() -> None:
         warnings.simplefilter("error")
         ladder = memory_ladder(sizes=range(1, 500))
     assert len(ladder) == 499
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"initial_memory": "1Gi", "factor": 2, "max_memory": "1e30"},
+        {"initial_memory": "8Ei", "max_memory": "8Ei"},
+        {"sizes": ["1Gi", "9Ei"]},
+    ],
+)
+def test_ladder_rejects_sizes_above_int64(arguments: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="more than Kubernetes can represent"):
+        memory_ladder(**arguments)

@@ -400,7 +400,7 @@ BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"oom_codes": ["OOMKilled", 137]}, TypeError, r"oom_codes must contain Flyte error code strings, got 137 \(int\)"),
     ({"oom_codes": [" "]}, ValueError, "oom_codes contains an empty error code string ' '"),
     ({"oom_codes": 137}, TypeError, "oom_codes must be a Flyte error code string or an iterable of them, got 137"),
-    ({"on_event": "print"}, TypeError, "on_event must be a callable .* got 'print'"),
+    ({"on_event": "print"}, TypeError, "on_event must be a synchronous function or None, got 'print'"),
     ({"task_kwargs": [("a", 1)]}, TypeError, r"task_kwargs must be a mapping .* got \[\('a', 1\)\]"),
     ({"task_kwargs": {"mode": 1}, "mode": 2}, TypeError, r"task arguments \['mode'\] were given both"),
     ({"cpu": -1}, ValueError, "cpu -1 is not a CPU setting flyte.Resources accepts: cpu must be greater than or"),

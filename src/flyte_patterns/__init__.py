@@ -2,6 +2,19 @@
 
 import logging
 
+from ._batch import (
+    BatchError,
+    BatchLengthError,
+    BatchProgress,
+    BatchProgressHook,
+    BatchResult,
+    BatchWarning,
+    ReduceError,
+    auto_batch_size,
+    batch_map,
+    map_reduce,
+)
+from ._batch_input import BatchSpan
 from ._circuit import CircuitBreakerError, circuit_breaker, circuit_breaker_execute
 from ._errors import (
     DEFAULT_OOM_CODES,
@@ -112,4 +125,16 @@ __all__ = [
     "enforce_local_memory",
     "is_local_memory_supported",
     "run_with_memory_limit",
+    # Auto batcher and map-reduce
+    "BatchError",
+    "BatchLengthError",
+    "BatchProgress",
+    "BatchProgressHook",
+    "BatchResult",
+    "BatchSpan",
+    "BatchWarning",
+    "ReduceError",
+    "auto_batch_size",
+    "batch_map",
+    "map_reduce",
 ]

@@ -109,7 +109,8 @@ def normalize_exception_specs(on: object, *, name: str = "on") -> tuple[Exceptio
 
     Raises:
         TypeError: An entry is neither an exception class nor a string, or ``on`` is not iterable.
-        ValueError: ``on`` is empty, or a code string is empty.
+        ValueError: ``on`` is empty, a code string is empty, or an entry is an interrupt class such as
+            ``asyncio.CancelledError``, which could never match.
     """
     if isinstance(on, (type, str)):
         entries: tuple[object, ...] = (on,)
@@ -129,6 +130,11 @@ def normalize_exception_specs(on: object, *, name: str = "on") -> tuple[Exceptio
             if not entry.strip():
                 raise ValueError(f"{name} contains an empty error code string {entry!r}")
             specs.append(entry.strip())
+        elif isinstance(entry, type) and issubclass(entry, INTERRUPTS):
+            raise ValueError(
+                f"{name} contains {entry.__name__}, which never matches: cancellations and interrupts "
+                f"({', '.join(cls.__name__ for cls in INTERRUPTS)}) always propagate; remove it from {name}"
+            )
         elif isinstance(entry, type) and issubclass(entry, BaseException):
             specs.append(entry)
         else:
@@ -137,37 +143,6 @@ def normalize_exception_specs(on: object, *, name: str = "on") -> tuple[Exceptio
                 f"({type(entry).__name__}); pass the class itself, for example ValueError, not ValueError()"
             )
     return tuple(specs)
-
-
-def normalize_codes(codes: object, *, name: str = "codes") -> frozenset[str]:
-    """Check Flyte error codes and return them as a frozenset. One string is one code, not its characters.
-
-    Raises:
-        TypeError: ``codes`` is neither a string nor an iterable, or an entry is not a string.
-        ValueError: ``codes`` is empty, or an entry is an empty string.
-    """
-    entries: tuple[object, ...]
-    if isinstance(codes, str):
-        entries = (codes,)
-    elif isinstance(codes, Iterable):
-        entries = tuple(codes)
-    else:
-        raise TypeError(f"{name} must be a Flyte error code string or an iterable of them, got {codes!r}")
-    if not entries:
-        raise ValueError(f"{name} must name at least one Flyte error code, such as 'OOMKilled', got none")
-    checked: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise TypeError(f"{name} must contain Flyte error code strings, got {entry!r} ({type(entry).__name__})")
-        if not entry.strip():
-            raise ValueError(f"{name} contains an empty error code string {entry!r}")
-        checked.add(entry.strip())
-    return frozenset(checked)
-
-
-def _check_exception(exc: object) -> None:
-    if not isinstance(exc, BaseException):
-        raise TypeError(f"exc must be an exception instance, got {exc!r} ({type(exc).__name__})")
 
 
 def _class_or_subclass_named(cls: type[BaseException], name: str) -> bool:
@@ -213,10 +188,6 @@ def exception_matches(exc: BaseException, on: ExceptionSpec | Iterable[Exception
 
     Returns:
         ``False`` for interrupts, whatever ``on`` holds. See the module docstring for the full rules.
-
-    Raises:
-        TypeError: ``exc`` is not an exception, or ``on`` contains something other than classes and strings.
-        ValueError: ``on`` is empty or contains an empty string.
     """
     _check_exception(exc)
     specs = normalize_exception_specs(on)
@@ -230,23 +201,48 @@ def exception_matches(exc: BaseException, on: ExceptionSpec | Iterable[Exception
     return False
 
 
+def _check_exception(exc: object) -> None:
+    if not isinstance(exc, BaseException):
+        raise TypeError(f"exc must be an exception instance, got {exc!r} ({type(exc).__name__})")
+
+
+def normalize_codes(codes: object, *, name: str = "codes") -> frozenset[str]:
+    """Return out-of-memory codes as a set: one Flyte error code string, or an iterable of them.
+
+    Raises:
+        TypeError: ``codes`` or one of its entries is not a string.
+        ValueError: ``codes`` is empty, or a code is an empty string.
+    """
+    entries: tuple[object, ...]
+    if isinstance(codes, str):
+        # One code: frozenset("OOMKilled") would be a set of letters.
+        entries = (codes,)
+    elif isinstance(codes, Iterable):
+        entries = tuple(codes)
+    else:
+        raise TypeError(f"{name} must be a Flyte error code string or an iterable of them, got {codes!r}")
+    if not entries:
+        raise ValueError(f"{name} must name at least one Flyte error code, such as 'OOMKilled', got none")
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise TypeError(f"{name} must contain Flyte error code strings, got {entry!r} ({type(entry).__name__})")
+        if not entry.strip():
+            raise ValueError(f"{name} contains an empty error code string {entry!r}")
+    return frozenset(str(entry).strip() for entry in entries)
+
+
 def is_out_of_memory(exc: BaseException, codes: str | Iterable[str] = DEFAULT_OOM_CODES) -> bool:
     """Return whether ``exc`` means the task ran out of memory.
 
-    True for a Flyte error whose code is in ``codes`` (by default ``OOMKilled``, the Kubernetes kill, and
-    ``MemoryError``) and for an in-process ``MemoryError``, anywhere in the cause, context or group tree.
+    True for a Flyte error whose code is in ``codes`` (one code string or several; by default ``OOMKilled``, the
+    Kubernetes kill, and ``MemoryError``) and for an in-process ``MemoryError``, anywhere in the cause, context
+    or group tree.
     A Flyte ``OOMError`` whose code is anything else is not an out-of-memory failure: Flyte 2.12 picks
     ``OOMError`` whenever the code contains "OOM", so a user class named ``BoomError`` or ``RoomNotFound``
     arrives as one.
-
-    ``codes`` is one code string or an iterable of them.
-
-    Raises:
-        TypeError: ``exc`` is not an exception, or ``codes`` contains something other than strings.
-        ValueError: ``codes`` is empty or contains an empty string.
     """
     _check_exception(exc)
-    code_set = DEFAULT_OOM_CODES if codes is DEFAULT_OOM_CODES else normalize_codes(codes)
+    code_set = normalize_codes(codes)
     if is_interrupt(exc):
         return False
     for node in iter_exception_tree(exc):

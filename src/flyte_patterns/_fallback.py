@@ -77,7 +77,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 import flyte
 
 from ._errors import ExceptionSpec, exception_matches, flyte_code, is_out_of_memory, normalize_exception_specs
-from ._validation import check_callable, check_seconds, invoke, task_name
+from ._validation import check_callable, check_seconds, check_sync_function, invoke, task_name
 
 T = TypeVar("T")
 
@@ -359,8 +359,8 @@ async def with_fallback(
 
     chain = _build_chain(primary, alternatives, on)
     timeout = None if attempt_timeout is None else check_seconds(attempt_timeout, name="attempt_timeout")
-    _check_optional_function(accept_result, name="accept_result")
-    _check_optional_function(on_fallback, name="on_fallback")
+    check_sync_function(accept_result, name="accept_result")
+    check_sync_function(on_fallback, name="on_fallback")
     if not isinstance(return_outcome, bool):
         raise TypeError(f"return_outcome must be a bool, got {return_outcome!r} ({type(return_outcome).__name__})")
 
@@ -655,19 +655,6 @@ def _as_predicate(trigger: Trigger) -> ErrorPredicate:
         return exception_matches(error, specs)
 
     return matches
-
-
-def _check_optional_function(function: object, *, name: str) -> None:
-    """Raise ``TypeError`` unless ``function`` is ``None`` or a synchronous callable."""
-    if function is None:
-        return
-    if inspect.iscoroutine(function):
-        function.close()
-        raise TypeError(f"{name} must be a synchronous function or None, got a coroutine object {function!r}")
-    if not callable(function):
-        raise TypeError(f"{name} must be a synchronous function or None, got {function!r} ({type(function).__name__})")
-    if inspect.iscoroutinefunction(function):
-        raise TypeError(f"{name} must be a synchronous function, got the async function {function!r}")
 
 
 def _check_name(value: object, *, name: str) -> None:

@@ -74,7 +74,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import flyte
 
-from ._validation import bind_call, check_callable, check_int, check_ratio, close_coroutines
+from ._validation import bind_call, check_callable, check_int, check_ratio, check_sync_function, close_coroutines
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -572,8 +572,7 @@ class _FanOut(Generic[T, R]):
                 f"items must be an iterable or an async iterable, got a coroutine object {given_items!r}; "
                 f"await it to get the items, or pass an async generator"
             )
-        if on_progress is not None and not callable(on_progress):
-            raise TypeError(f"on_progress must be a callable or None, got {on_progress!r}")
+        check_sync_function(on_progress, name="on_progress")
         if group_name is not None:
             if not isinstance(group_name, str):
                 raise TypeError(

@@ -189,10 +189,20 @@ def _explicit_ladder(
     return tuple(ladder)
 
 
+# Kubernetes stores a resource quantity as a signed 64-bit integer (resource.Quantity in k8s.io/apimachinery), so
+# no container can be given more than this many bytes.
+MAX_LIMIT_BYTES = 2**63 - 1
+
+
 def _positive_size(value: str | int, name: str) -> int:
     size = parse_memory(value, name=name)
     if size == 0:
         raise ValueError(f"{name} {value!r} is zero; a memory size must be at least 1 byte")
+    if size > MAX_LIMIT_BYTES:
+        raise ValueError(
+            f"{name} {value!r} is {size} bytes, more than Kubernetes can represent ({MAX_LIMIT_BYTES} bytes, "
+            f"just under 8Ei); use a realistic size such as '64Gi'"
+        )
     return size
 
 

@@ -60,7 +60,7 @@ from ._errors import DEFAULT_OOM_CODES, flyte_code, is_out_of_memory, normalize_
 from ._ladder import build_ladder
 from ._local_memory import LocalMemoryLimit, enforce_local_memory, is_local_memory_supported, run_with_memory_limit
 from ._memory import format_memory, parse_memory
-from ._validation import check_callable, close_coroutines, invoke, task_name
+from ._validation import check_callable, check_sync_function, close_coroutines, invoke, task_name
 
 logger = logging.getLogger("flyte_patterns.oom")
 
@@ -383,9 +383,8 @@ async def retry_with_memory(
         sizes=sizes,
         stacklevel=3,
     )
-    codes = _check_oom_codes(oom_codes)
-    if on_event is not None and not callable(on_event):
-        raise TypeError(f"on_event must be a callable that takes a MemoryRetryEvent, got {on_event!r}")
+    codes = normalize_codes(oom_codes, name="oom_codes")
+    check_sync_function(on_event, name="on_event")
     call_kwargs = _merge_task_kwargs(kwargs, task_kwargs)
     plan = _AttemptPlan.build(task, ladder, cpu=cpu, enforce_locally=enforce_locally)
 
@@ -436,7 +435,9 @@ class _AttemptPlan:
 
     task: Any
     name: str
-    resources: Mapping[int, flyte.Resources] | None
+    overridable: bool
+    base: flyte.Resources | None
+    cpu: CPU | None
     turn_off_reuse: bool
     enforce_locally: bool
 
@@ -450,12 +451,15 @@ class _AttemptPlan:
                     f"cpu={cpu!r} needs a task with Flyte's override(resources=...) protocol, "
                     f"but {task_name(task)!r} has no override method"
                 )
-            return cls(task, task_name(task), None, turn_off_reuse=False, enforce_locally=False)
+            return cls(task, task_name(task), False, None, None, turn_off_reuse=False, enforce_locally=False)
 
         base = getattr(task, "resources", None)
         if base is not None and not isinstance(base, flyte.Resources):
             raise TypeError(f"task.resources must be a flyte.Resources or None, got {base!r}")
-        resources = {size: _attempt_resources(base, size, cpu) for size in ladder}
+        # Every check of the merge depends on the task's resources and cpu, not on the size, so building one
+        # rung's resources here rejects bad settings before the first launch. The rest are built per attempt,
+        # because most calls succeed on the first rung.
+        _attempt_resources(base, ladder[0], cpu)
 
         name = str(getattr(task, "short_name", None) or task_name(task))
         turn_off_reuse = getattr(task, "reusable", None) is not None
@@ -466,14 +470,14 @@ class _AttemptPlan:
                 name,
             )
         enforce = enforce_locally and _platform_supports_enforcement()
-        return cls(task, name, resources, turn_off_reuse=turn_off_reuse, enforce_locally=enforce)
+        return cls(task, name, True, base, cpu, turn_off_reuse=turn_off_reuse, enforce_locally=enforce)
 
     def attempt(self, size: int) -> tuple[Callable[..., Any], flyte.Resources | None]:
         """Return what to call for the attempt at ``size``, and the resources it is launched with."""
-        if self.resources is None:
+        if not self.overridable:
             return self.task, None
 
-        resources = self.resources[size]
+        resources = _attempt_resources(self.base, size, self.cpu)
         overrides: dict[str, Any] = {"resources": resources, "short_name": f"{self.name}-mem-{format_memory(size)}"}
         if self.turn_off_reuse:
             overrides["reusable"] = "off"
@@ -550,10 +554,6 @@ def _check_task(task: object) -> None:
     if _supports_override(task):
         return
     check_callable(task, name="task")
-
-
-def _check_oom_codes(oom_codes: object) -> frozenset[str]:
-    return normalize_codes(oom_codes, name="oom_codes")
 
 
 def _merge_task_kwargs(kwargs: dict[str, Any], task_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -49,12 +49,31 @@ def close_coroutines(*values: object) -> None:
             value.close()
 
 
-def check_int(value: object, *, name: str, minimum: int) -> int:
-    """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``, else raise."""
+def check_sync_function(function: object, *, name: str) -> None:
+    """Raise ``TypeError`` unless ``function`` is ``None`` or a synchronous callable.
+
+    Hooks and predicates are called without ``await``, so an async function would return a coroutine that is
+    never awaited and never runs.
+    """
+    if function is None:
+        return
+    if inspect.iscoroutine(function):
+        function.close()
+        raise TypeError(f"{name} must be a synchronous function or None, got a coroutine object {function!r}")
+    if not callable(function):
+        raise TypeError(f"{name} must be a synchronous function or None, got {_describe(function)}")
+    if inspect.iscoroutinefunction(function):
+        raise TypeError(f"{name} must be a synchronous function, got the async function {function!r}")
+
+
+def check_int(value: object, *, name: str, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) from ``minimum`` to ``maximum``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= {minimum}, got {_describe(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be an int <= {maximum}, got {value!r}")
     return value
 
 
