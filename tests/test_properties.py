@@ -29,6 +29,7 @@ from flyte_patterns import (
     OutcomeStatus,
     RollingWindow,
     TripRule,
+    batch_map,
     circuit_breaker,
     circuit_breaker_execute,
 )
@@ -637,6 +638,36 @@ async def test_cut_short_pull_leaves_input_unaccounted(drain: bool | None, caplo
 
     with caplog.at_level(logging.WARNING, logger="flyte_patterns.circuit_breaker"):
         result = await circuit_breaker(fail_first, Numbers(), max_failures=0, concurrency=2, drain=drain)
+
+    assert result.tripped
+    assert [outcome.status.value for outcome in result.outcomes] == ["failed"]
+    assert not result.input_exhausted
+    assert "cancelled a pull from the async input" in caplog.text
+
+
+async def test_batcher_cut_short_pull_leaves_input_unaccounted(caplog: pytest.LogCaptureFixture) -> None:
+    # The same case for the batcher, which reads the rest of a collection itself after a trip.
+    producing = asyncio.Event()
+
+    class Numbers:
+        """An async collection without len(), whose every iteration is a new async generator."""
+
+        async def numbers(self) -> AsyncIterator[int]:
+            yield 0
+            producing.set()
+            await asyncio.Event().wait()
+            for i in range(1, 5):
+                yield i
+
+        def __aiter__(self) -> AsyncIterator[int]:
+            return self.numbers()
+
+    async def fail(batch: list[int]) -> list[int]:
+        await producing.wait()
+        raise ValueError(batch)
+
+    with caplog.at_level(logging.WARNING, logger="flyte_patterns.batch"):
+        result = await batch_map(fail, Numbers(), batch_size=1, concurrency=2, max_failures=0, return_result=True)
 
     assert result.tripped
     assert [outcome.status.value for outcome in result.outcomes] == ["failed"]

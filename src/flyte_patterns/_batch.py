@@ -533,6 +533,14 @@ class _BatchRun(Generic[T]):
             self.tail = max(0, source.length - pulled)
             source.exhausted = True
             return
+        if isinstance(source, AsyncBatches) and source.pull_interrupted:
+            # The stop cancelled a pull, and an async generator that received the cancellation is closed.
+            logger.warning(
+                "%s: stopping cancelled a pull from the async input, which may have closed the input and lost the "
+                "item it was producing; the rest of the input is not read and not accounted for",
+                self.group_base,
+            )
+            return
         try:
             if isinstance(source, AsyncBatches):
                 self.tail = await source.count_rest()

@@ -321,6 +321,8 @@ class AsyncBatches(BatchSource[T], AsyncIterator[Batch[T]]):
         # it: cancelling an async generator's step would close the generator.
         self._pull_task: asyncio.Task[Any] | None = None
         self._first_arrival = 0.0
+        # Set when a cancellation reached the input inside a pull, which closes an async generator.
+        self.pull_interrupted = False
 
     def __aiter__(self) -> AsyncBatches[T]:
         return self
@@ -361,6 +363,9 @@ class AsyncBatches(BatchSource[T], AsyncIterator[Batch[T]]):
                 return await anext(self._source)
             except StopAsyncIteration:
                 return _END
+            except asyncio.CancelledError:
+                self.pull_interrupted = True
+                raise
 
         if self._pull_task is None:
             self._pull_task = asyncio.ensure_future(self._pull_one())
