@@ -608,6 +608,27 @@ BAD_CALLS = [
         "''",
         id="batch-group-blank",
     ),
+    row(
+        lambda r: api.batch_map(r.plain, r.coroutine()),
+        TypeError,
+        "items",
+        "coroutine object",
+        id="batch-items-coroutine",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), on_progress=r.coroutine(), batch_size=0),
+        ValueError,
+        "batch_size",
+        "0",
+        id="batch-hook-coroutine-and-bad-size",
+    ),
+    row(
+        lambda r: api.batch_map(r.plain, range(3), weight=r.coroutine(), max_batch_weight=5),
+        TypeError,
+        "weight",
+        "coroutine object",
+        id="batch-weight-coroutine",
+    ),
     # ------------------------------------------------------------ map_reduce
     row(lambda r: api.map_reduce(r.plain, range(3), reduce=42, initial=0), TypeError, "reduce", "42", id="reduce-int"),
     row(
@@ -630,6 +651,20 @@ BAD_CALLS = [
         "batch_size",
         "-1",
         id="reduce-batch-size",
+    ),
+    row(
+        lambda r: api.map_reduce(r.plain, range(3), reduce=r.coroutine(), initial=0, concurrency=0),
+        ValueError,
+        "concurrency",
+        "0",
+        id="reduce-coroutine-and-bad-concurrency",
+    ),
+    row(
+        lambda r: api.map_reduce(r.plain, r.coroutine(), reduce=r.sync, initial=0, combine=r.coroutine()),
+        TypeError,
+        "items",
+        "coroutine object",
+        id="reduce-items-and-combine-coroutines",
     ),
     # ------------------------------------------------------------ auto_batch_size
     row(lambda r: api.auto_batch_size(10, 0), ValueError, "concurrency", "0", id="auto-size-concurrency"),

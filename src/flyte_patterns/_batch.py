@@ -108,7 +108,15 @@ from ._fanout import (
     _Outcomes,
     fan_out,
 )
-from ._validation import bind_call, check_callable, check_int, check_seconds, check_sync_function, task_name
+from ._validation import (
+    bind_call,
+    check_callable,
+    check_int,
+    check_seconds,
+    check_sync_function,
+    close_coroutines,
+    task_name,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -379,6 +387,12 @@ class _BatchRun(Generic[T]):
         wait = None if max_wait is None else check_seconds(max_wait, name="max_wait")
         if total is not None:
             check_int(total, name="total", minimum=0)
+        given_items: object = items  # typed as an iterable, but a coroutine object is the likely mistake
+        if inspect.iscoroutine(given_items):
+            raise TypeError(
+                f"items must be an iterable or an async iterable, got a coroutine object {given_items!r}; "
+                f"await it to get the items, or pass an async generator"
+            )
         if not isinstance(items, Iterable | AsyncIterable):
             raise TypeError(f"items must be an iterable or an async iterable, got {items!r} ({type(items).__name__})")
         if wait is not None and not isinstance(items, AsyncIterable):
@@ -825,6 +839,9 @@ async def batch_map(
         KeyboardInterrupt: A batch raised it (likewise ``SystemExit``); everything was stopped first.
     """
 
+    # A coroutine object passed where a callable or the items belong is closed before any check can raise.
+    close_coroutines(task, items, weight, on_progress)
+
     def check_flag() -> None:
         if not isinstance(return_result, bool):
             raise TypeError(
@@ -1065,6 +1082,8 @@ async def map_reduce(
         asyncio.CancelledError: The caller was cancelled; every running batch and the fold were cancelled and
             awaited first.
     """
+
+    close_coroutines(task, items, weight, on_progress, reduce, combine)
 
     def check_functions() -> None:
         check_callable(reduce, name="reduce")
