@@ -11,11 +11,18 @@ import asyncio
 import gc
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import psutil
 
 from .fanout_support import LoopErrors, new_tasks
+
+SourceKind = Literal["list", "generator", "async_generator", "iterable", "async_iterable"]
+
+# The scheduler's choice that lets an async input produce its next item (or find that it has none).
+PULL = -1
 
 # settle() gives up after this many turns of the loop. One step of a scenario needs a handful.
 MAX_SETTLE_TURNS = 10_000
@@ -100,3 +107,88 @@ class LeakCheck:
         found.loop_errors = [str(context.get("message")) for context in self._errors.contexts]
         self._loop.set_exception_handler(self._previous_handler)
         return found
+
+
+@dataclass
+class GatedInput:
+    """The numbers ``0 .. count - 1`` as an input of one kind, logging each pull, with async pulls gated.
+
+    Log entries: ``("pull", i)`` when the input yields item ``i``, ``("end", -1)`` when it has no more, and
+    ``("pull_cancelled", -1)`` when a pull was cancelled inside an async input. An async input waits before each
+    item, and before finding its end, until a scheduler calls :meth:`release_pull`, as a slow producer would.
+    """
+
+    count: int
+    kind: SourceKind
+    log: list[tuple[str, int]]
+    pull_gate: asyncio.Future[None] | None = None
+    free_pulls: bool = False
+
+    def generator(self) -> Iterator[int]:
+        for index in range(self.count):
+            self.log.append(("pull", index))
+            yield index
+        self.log.append(("end", -1))
+
+    async def async_generator(self) -> AsyncIterator[int]:
+        for index in range(self.count):
+            await self._wait_for_pull()
+            self.log.append(("pull", index))
+            yield index
+        await self._wait_for_pull()
+        self.log.append(("end", -1))
+
+    async def _wait_for_pull(self) -> None:
+        if self.free_pulls:
+            return
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pull_gate = gate
+        try:
+            await gate
+        except asyncio.CancelledError:
+            self.log.append(("pull_cancelled", -1))
+            raise
+        finally:
+            self.pull_gate = None
+
+    def pull_blocked(self) -> bool:
+        return self.pull_gate is not None and not self.pull_gate.done()
+
+    def release_pull(self) -> None:
+        assert self.pull_gate is not None
+        self.pull_gate.set_result(None)
+
+    def make(self) -> Any:
+        """Return the input: a list, a one-shot generator, or a re-iterable without ``len()``, sync or async."""
+        source = self
+
+        class Reiterable:
+            """An iterable without len() whose iter() starts a new generator each time."""
+
+            def __iter__(self) -> Iterator[int]:
+                return source.generator()
+
+        class AsyncReiterable:
+            """An async iterable without len() whose aiter() starts a new async generator each time."""
+
+            def __aiter__(self) -> AsyncIterator[int]:
+                return source.async_generator()
+
+        if self.kind == "list":
+            return list(range(self.count))
+        if self.kind == "generator":
+            return self.generator()
+        if self.kind == "async_generator":
+            return self.async_generator()
+        if self.kind == "iterable":
+            return Reiterable()
+        return AsyncReiterable()
+
+    async def rest(self, made: Any) -> list[int] | None:
+        """Return what is left in a one-shot input, reading it with pulls no longer gated; ``None`` for others."""
+        self.free_pulls = True
+        if self.kind == "generator":
+            return list(made)
+        if self.kind == "async_generator":
+            return [item async for item in made]
+        return None

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from hypothesis import event, given, settings
@@ -35,7 +35,7 @@ from flyte_patterns import (
 )
 
 from .fanout_support import LoopErrors, new_tasks
-from .robust_support import settle
+from .robust_support import PULL, GatedInput, SourceKind, settle
 
 ItemOutcome = Literal["succeed", "fail", "own_cancel"]
 
@@ -47,11 +47,7 @@ status_of = {
     "cancelled": OutcomeStatus.CANCELLED,
 }
 Cleanup = Literal["reraise", "slow", "raise"]
-SourceKind = Literal["list", "generator", "async_generator", "iterable", "async_iterable"]
 HintKind = Literal["none", "exact", "larger", "smaller"]
-
-# The scheduler's choice that lets an async input produce its next item (or find that it has none).
-PULL = -1
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -160,9 +156,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 class Recorder:
     """What the input and the items did, in the order it happened.
 
-    Log entries: ``("pull", i)`` when the input yields item ``i``, ``("end", -1)`` when it has no more,
-    ``("pull_cancelled", -1)`` when a pull was cancelled inside an async input, ``("start", i)``, and one of
-    ``succeeded``, ``failed``, ``own_cancel`` or ``cancelled`` with the item when it ends.
+    Log entries: those of :class:`GatedInput` for the input, ``("start", i)``, and one of ``succeeded``,
+    ``failed``, ``own_cancel`` or ``cancelled`` with the item when it ends.
     """
 
     scenario: Scenario
@@ -171,10 +166,9 @@ class Recorder:
     errors: dict[int, Exception] = field(default_factory=dict)
     cleanup_errors: dict[int, Exception] = field(default_factory=dict)
     own_cancellations: dict[int, asyncio.CancelledError] = field(default_factory=dict)
-    pull_gate: asyncio.Future[None] | None = None
-    free_pulls: bool = False
 
     def __post_init__(self) -> None:
+        self.input = GatedInput(self.scenario.count, self.scenario.source, self.log)
         for index, (outcome, cleanup) in enumerate(self.scenario.items):
             if outcome == "fail":
                 self.errors[index] = ValueError(index)
@@ -211,71 +205,18 @@ class Recorder:
         self.log.append(("succeeded", index))
         return index * 10
 
-    def generator(self) -> Iterator[int]:
-        for index in range(self.scenario.count):
-            self.log.append(("pull", index))
-            yield index
-        self.log.append(("end", -1))
-
-    async def async_generator(self) -> AsyncIterator[int]:
-        """Yield every item, each after a pull gate that the scheduler resolves, as a slow producer would."""
-        for index in range(self.scenario.count):
-            await self._wait_for_pull()
-            self.log.append(("pull", index))
-            yield index
-        await self._wait_for_pull()
-        self.log.append(("end", -1))
-
-    async def _wait_for_pull(self) -> None:
-        if self.free_pulls:
-            return
-        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pull_gate = gate
-        try:
-            await gate
-        except asyncio.CancelledError:
-            self.log.append(("pull_cancelled", -1))
-            raise
-        finally:
-            self.pull_gate = None
-
     def blocked(self) -> list[int]:
         """Return the items waiting for the scheduler, and ``PULL`` when the async input is waiting too."""
         waiting = sorted(index for index, gate in self.gates.items() if not gate.done())
-        if self.pull_gate is not None and not self.pull_gate.done():
+        if self.input.pull_blocked():
             waiting.append(PULL)
         return waiting
 
     def release(self, choice: int) -> None:
-        gate = self.pull_gate if choice == PULL else self.gates[choice]
-        assert gate is not None
-        gate.set_result(None)
-
-    def make_input(self) -> Any:
-        recorder = self
-
-        class Reiterable:
-            """An iterable without len() whose iter() starts a new generator each time."""
-
-            def __iter__(self) -> Iterator[int]:
-                return recorder.generator()
-
-        class AsyncReiterable:
-            """An async iterable without len() whose aiter() starts a new async generator each time."""
-
-            def __aiter__(self) -> AsyncIterator[int]:
-                return recorder.async_generator()
-
-        kind = self.scenario.source
-        if kind == "list":
-            return list(range(self.scenario.count))
-        if kind == "generator":
-            return self.generator()
-        if kind == "async_generator":
-            return self.async_generator()
-        if kind == "iterable":
-            return Reiterable()
-        return AsyncReiterable()
+        if choice == PULL:
+            self.input.release_pull()
+        else:
+            self.gates[choice].set_result(None)
 
 
 # ---------------------------------------------------------------- the oracle, from the documented rules
@@ -368,7 +309,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
     loop.set_exception_handler(loop_errors)
     before = asyncio.all_tasks()
 
-    items = recorder.make_input()
+    items = recorder.input.make()
     rules = scenario.rules
     progress: list[FanOutProgress] = []
     breaker = asyncio.create_task(
@@ -405,12 +346,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
     # Reading what is left of a one-shot input below logs more pulls, which are not part of the run.
     log = list(recorder.log)
 
-    remaining: list[int] | None = None
-    recorder.free_pulls = True
-    if scenario.source == "generator":
-        remaining = list(items)
-    elif scenario.source == "async_generator":
-        remaining = [item async for item in items]
+    remaining = await recorder.input.rest(items)
     return Run(result, raised, leftover, loop_errors.messages(), log, remaining, progress)
 
 
