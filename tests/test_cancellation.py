@@ -25,12 +25,15 @@ import flyte.errors
 import pytest
 
 from flyte_patterns import (
+    BatchError,
     FanOutProgress,
     MemoryRetryEvent,
     OutcomeStatus,
+    batch_map,
     circuit_breaker,
     circuit_breaker_execute,
     format_memory,
+    map_reduce,
     memory_limited,
     parse_memory,
     retry_with_memory,
@@ -197,6 +200,46 @@ def test_breaker_cancelled_at_every_turn(kind: str, source: str) -> None:
         check_cancelled(run)
         # The breaker receives the cancellation in the next iteration of the loop. Until then, worker steps already
         # queued still run and may complete an item or start one. From the iteration after, items only unwind.
+        late = run.journal.after_cancel(grace=1)
+        assert {event for event, _ in late} <= {"cancelled"}, run.turn
+
+
+# ---------------------------------------------------------------- the batcher
+
+
+def batcher_scenario(kind: str, source: str) -> Scenario:
+    async def batch_task(journal: Journal, batch: list[int]) -> list[int]:
+        failing = FAILING.intersection(batch)
+        error = OSError(sorted(failing)) if failing else None
+        await work(journal, f"batch {batch[0]}", LATENCY[batch[0]], error)
+        return [item * 2 for item in batch]
+
+    async def scenario(journal: Journal) -> Any:
+        task = functools.partial(batch_task, journal)
+        items: Any = list(range(len(LATENCY)))
+        if source == "async":
+            items = aiterate(items)
+        if kind == "map_reduce":
+
+            async def fold(total: int, value: int) -> int:
+                await work(journal, f"fold {value}", 2)
+                return total + value
+
+            return await map_reduce(task, items, reduce=fold, initial=0, combine=sum, batch_size=2, concurrency=2)
+        return await batch_map(task, items, batch_size=2, concurrency=2, max_failures=1, progress_bar=False)
+
+    return scenario
+
+
+@pytest.mark.parametrize("source", ["list", "async"])
+@pytest.mark.parametrize("kind", ["batch_map", "map_reduce"])
+def test_batcher_cancelled_at_every_turn(kind: str, source: str) -> None:
+    runs = cancel_at_every_turn(batcher_scenario(kind, source))
+
+    assert len(runs) > 5
+    for run in runs[:-1]:
+        check_cancelled(run)
+        # As for the breaker: steps already queued may run in the next iteration, and then work only unwinds.
         late = run.journal.after_cancel(grace=1)
         assert {event for event, _ in late} <= {"cancelled"}, run.turn
 
@@ -519,3 +562,73 @@ def test_child_interrupt_keeps_exit_code() -> None:
         asyncio.run(main())
 
     assert caught.value.code == 3
+
+
+# ---------------------------------------------------------------- cases the tests above found
+
+
+async def test_cancelled_map_reduce_starts_no_fold() -> None:
+    # Batch 0 finishes in the same step as the caller is cancelled. Its value reaches the fold after the
+    # cancellation, and the fold must not start a reduce step for it.
+    release = asyncio.Event()
+    folded: list[int] = []
+
+    async def task(batch: list[int]) -> list[int]:
+        if batch[0] == 0:
+            await release.wait()
+            return batch
+        await asyncio.Event().wait()
+        return batch
+
+    async def reduce(total: int, value: int) -> int:
+        folded.append(value)
+        return total + value
+
+    call = asyncio.create_task(map_reduce(task, range(2), reduce=reduce, initial=0, combine=sum, batch_size=1))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    release.set()
+    call.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert folded == []
+
+
+async def test_trip_cancels_reduce_step_with_batches() -> None:
+    # A reduce step is in flight when batch 2 fails. The step's value would be dropped, so it is cancelled with
+    # the running batches, before batch 1 has finished its slow cleanup.
+    order: list[str] = []
+    reducing = asyncio.Event()
+
+    async def task(batch: list[int]) -> list[int]:
+        if batch[0] == 0:
+            return batch
+        if batch[0] == 2:
+            await reducing.wait()
+            raise OSError("batch 2 failed")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            order.append("batch 1 cleaned up")
+            raise
+        return batch
+
+    async def reduce(total: int, value: int) -> int:
+        reducing.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            order.append("reduce cancelled")
+            raise
+        return total + value
+
+    with pytest.raises(BatchError):
+        await map_reduce(
+            task, range(3), reduce=reduce, initial=0, combine=sum, batch_size=1, concurrency=3, max_failures=0
+        )
+
+    assert order == ["reduce cancelled", "batch 1 cleaned up"]

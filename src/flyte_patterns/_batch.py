@@ -43,14 +43,14 @@ the final value, starting from ``initial``. The fold runs in input order of the 
 finish in, so the result equals ``functools.reduce(reduce, [combine(b) for b in batches], initial)`` and
 ``reduce`` need not be associative or commutative. It runs beside the batches, in its own task, so a slow
 ``reduce`` takes no batch slot. A batch value that finishes ahead of an earlier batch is kept until the fold
-reaches it. If any batch does not succeed, the fold is abandoned, its buffered values are dropped, and
-:class:`BatchError` is raised. If ``reduce`` raises, the run stops as on a trip and :class:`ReduceError` is
-raised from that exception. Item results are not kept, so a map-reduce holds at most ``concurrency`` batches of
-items and results, plus the buffered batch values and the accumulator.
+reaches it. If any batch does not succeed, the fold is abandoned: a ``reduce`` step in flight is cancelled, the
+buffered values are dropped, and :class:`BatchError` is raised. If ``reduce`` raises, the run stops as on a trip
+and :class:`ReduceError` is raised from that exception. Item results are not kept, so a map-reduce holds at most
+``concurrency`` batches of items and results, plus the buffered batch values and the accumulator.
 
-Cancellation: cancelling the caller cancels and awaits every running batch (and the fold), then raises
-``asyncio.CancelledError``. A ``KeyboardInterrupt`` or ``SystemExit`` raised by the task, ``combine`` or
-``reduce`` stops everything the same way and propagates.
+Cancellation: cancelling the caller cancels and awaits every running batch (and the fold, which starts no
+``reduce`` step once the caller is cancelled), then raises ``asyncio.CancelledError``. A ``KeyboardInterrupt`` or
+``SystemExit`` raised by the task, ``combine`` or ``reduce`` stops everything the same way and propagates.
 
 Flyte: each batch's calls (the task, ``combine``, and the ``reduce`` step that folds it in) are grouped in
 Flyte's UI under ``flyte.group("<group name>_<batch index>")``, where the group name defaults to
@@ -911,6 +911,10 @@ class _Fold(Generic[A]):
         # While the fan-out runs, a failure of reduce cancels the caller to stop it, and records that it did.
         self.fanning_out = False
         self.cancelled_caller = False
+        # Cancel requests the caller already had when the call started belong to someone else.
+        self._caller_cancels = caller.cancelling()
+        # The fold's task while it awaits a reduce step, which abandon() cancels.
+        self._reducing: asyncio.Task[Any] | None = None
 
     def deposit(self, index: int, value: Any) -> None:
         if self._abandoned:
@@ -923,6 +927,9 @@ class _Fold(Generic[A]):
         self._abandoned = True
         self._ready.clear()
         self._wakeup.set()
+        if self._reducing is not None and self._reducing is not asyncio.current_task():
+            # The value of the step in flight would be dropped, so it stops now, with the batches.
+            self._reducing.cancel()
 
     def finish(self, batches: int) -> None:
         """Tell the fold that all ``batches`` values have been deposited."""
@@ -933,12 +940,20 @@ class _Fold(Generic[A]):
         """Fold values in batch order until all are folded or the fold is abandoned, and record a failure of reduce."""
         while True:
             while not self._abandoned and self.next in self._ready:
+                if self._caller.cancelling() > self._caller_cancels:
+                    # The caller was cancelled, and the batches are being cancelled: start no new step.
+                    self.abandon()
+                    return
                 value = self._ready.pop(self.next)
                 try:
                     with self._run.group(self.next):
                         folded = self._reduce(self.value, value)
                         if inspect.isawaitable(folded):
-                            folded = await folded
+                            self._reducing = asyncio.current_task()
+                            try:
+                                folded = await folded
+                            finally:
+                                self._reducing = None
                 except BaseException as exc:
                     current = asyncio.current_task()
                     if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
