@@ -504,6 +504,41 @@ async def limited_call_interrupts(interrupt: str, counters: Counters) -> Any:
     return await run_with_memory_limit(raise_in_child, interrupt, limit="256Mi")
 
 
+async def batch_task_interrupts(interrupt: str, counters: Counters) -> Any:
+    async def task(batch: list[int]) -> list[int]:
+        counters.calls += 1
+        if batch[0] == 2:
+            raise make_interrupt(interrupt)
+        await asyncio.sleep(0)
+        return batch
+
+    return await batch_map(task, range(6), batch_size=2, concurrency=2, progress_bar=False)
+
+
+async def combine_interrupts(interrupt: str, counters: Counters) -> Any:
+    def combine(results: list[int]) -> int:
+        counters.calls += 1
+        raise make_interrupt(interrupt)
+
+    async def task(batch: list[int]) -> list[int]:
+        return batch
+
+    return await map_reduce(task, range(4), reduce=max, initial=0, combine=combine, batch_size=2, concurrency=1)
+
+
+async def reduce_interrupts(interrupt: str, counters: Counters) -> Any:
+    async def reduce(total: int, value: int) -> int:
+        counters.calls += 1
+        await asyncio.sleep(0)
+        raise make_interrupt(interrupt)
+
+    async def task(batch: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        return batch
+
+    return await map_reduce(task, range(6), reduce=reduce, initial=0, combine=sum, batch_size=1, concurrency=2)
+
+
 async def breaker_inside_fallback_interrupts(interrupt: str, counters: Counters) -> Any:
     async def primary() -> Any:
         return await breaker_item_interrupts(interrupt, counters)
@@ -525,6 +560,9 @@ async def breaker_inside_fallback_interrupts(interrupt: str, counters: Counters)
         retrier_attempt_interrupts,
         retrier_child_interrupts,
         limited_call_interrupts,
+        batch_task_interrupts,
+        combine_interrupts,
+        reduce_interrupts,
         breaker_inside_fallback_interrupts,
     ],
     ids=lambda pattern: pattern.__name__.removesuffix("_interrupts").replace("_", "-"),
@@ -550,7 +588,13 @@ def test_interrupt_propagates_uncounted(pattern: PatternCall, interrupt: str) ->
     assert counters.alternative_calls == 0
     if counters.retry_events:
         assert counters.retry_events == ["attempt", "cancelled"]
-    if pattern in (execute_item_interrupts, fallback_primary_interrupts, retrier_attempt_interrupts):
+    if pattern in (
+        execute_item_interrupts,
+        fallback_primary_interrupts,
+        retrier_attempt_interrupts,
+        combine_interrupts,
+        reduce_interrupts,
+    ):
         assert counters.calls == 1
 
 
