@@ -21,10 +21,12 @@ import pytest
 from flyte_patterns import (
     AllAttemptsFailedError,
     AttemptTimeoutError,
+    BatchError,
     CircuitBreakerError,
     FanOutResult,
     MemoryLadderExhaustedError,
     MemoryRetryEvent,
+    batch_map,
     circuit_breaker,
     circuit_breaker_execute,
     flyte_code,
@@ -83,6 +85,38 @@ async def slow(i: int) -> int:
         _calls.append(f"slow {i} cancelled")
         raise
     return i
+
+
+@env.task
+async def allocate_each(sizes_mib: list[int]) -> list[int]:
+    """Allocate every size of the batch at once, and return the byte counts."""
+    blocks = [bytearray(size * MIB) for size in sizes_mib]
+    return [len(block) for block in blocks]
+
+
+@env.task
+async def flaky_batch(batch: list[int]) -> list[int]:
+    _calls.append(f"flaky batch {batch}")
+    if 3 in batch:
+        raise ConnectionError(f"no answer for {batch}")
+    return [i * 10 for i in batch]
+
+
+@env.task
+async def steady_batch(batch: list[int]) -> list[int]:
+    _calls.append(f"steady batch {batch}")
+    return [i * 100 for i in batch]
+
+
+@env.task
+async def slow_batch(batch: list[int]) -> list[int]:
+    _calls.append(f"slow batch {batch}")
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        _calls.append(f"slow batch {batch} cancelled")
+        raise
+    return batch
 
 
 @env.task
@@ -435,3 +469,129 @@ async def test_exhausted_retrier_falls_back(run_local: RunLocal) -> None:
     assert outcome["served_by"] == 1
     # The default trigger, is_out_of_memory, takes over on an exhausted ladder: its code is OOMKilled.
     assert outcome["all_failed"] == ["MemoryLadderExhaustedError", "MemoryLadderExhaustedError"]
+
+
+# ---------------------------------------------------------------- the batcher in a fallback, the retrier in batches
+
+
+@env.task
+async def drive_fallback_around_batch_map() -> str:
+    _calls.clear()
+    before = asyncio.all_tasks()
+
+    async def through_flaky(items: list[int]) -> list[int]:
+        return await batch_map(flaky_batch, items, batch_size=2, concurrency=1, max_failures=0, progress_bar=False)
+
+    async def through_steady(items: list[int]) -> list[int]:
+        return await batch_map(steady_batch, items, batch_size=3, concurrency=2, progress_bar=False)
+
+    outcome = await with_fallback(through_flaky, [through_steady], list(range(6)), on=BatchError, return_outcome=True)
+    first = outcome.attempts[0].error
+    assert isinstance(first, BatchError)
+    return json.dumps(
+        {
+            "value": outcome.value,
+            "served_by": outcome.index,
+            "statuses": [outcome.status.value for outcome in first.result.outcomes],
+            "cause": _describe_error(first.__cause__),
+            "calls": sorted(_calls),
+            "pending": _pending(before),
+        }
+    )
+
+
+async def test_fallback_around_batch_map(run_local: RunLocal) -> None:
+    outcome = json.loads(await run_local(drive_fallback_around_batch_map))
+
+    assert outcome["value"] == [0, 100, 200, 300, 400, 500]
+    assert outcome["served_by"] == 1
+    # Batch [2, 3] fails and stops the primary's run; batch [4, 5] never starts.
+    assert outcome["statuses"] == ["succeeded", "succeeded", "failed", "failed", "not_started", "not_started"]
+    assert outcome["cause"] == ["RuntimeUserError", "ConnectionError"]
+    assert outcome["calls"] == sorted(
+        ["flaky batch [0, 1]", "flaky batch [2, 3]", "steady batch [0, 1, 2]", "steady batch [3, 4, 5]"]
+    )
+    assert outcome["pending"] == 0
+
+
+@env.task
+async def drive_batch_map_timed_out() -> str:
+    _calls.clear()
+    before = asyncio.all_tasks()
+
+    async def through_slow(items: list[int]) -> list[int]:
+        return await batch_map(slow_batch, items, batch_size=2, concurrency=2, progress_bar=False)
+
+    async def through_steady(items: list[int]) -> list[int]:
+        return await batch_map(steady_batch, items, batch_size=2, concurrency=2, progress_bar=False)
+
+    started = time.monotonic()
+    outcome = await with_fallback(
+        through_slow, [through_steady], list(range(6)), attempt_timeout=0.5, return_outcome=True
+    )
+    return json.dumps(
+        {
+            "value": outcome.value,
+            "first": outcome.attempts[0].status,
+            "elapsed": time.monotonic() - started,
+            "slow_calls": sorted(call for call in _calls if call.startswith("slow")),
+            "pending": _pending(before),
+        }
+    )
+
+
+async def test_attempt_timeout_cancels_batch_map(run_local: RunLocal) -> None:
+    outcome = json.loads(await run_local(drive_batch_map_timed_out))
+
+    assert outcome["value"] == [0, 100, 200, 300, 400, 500]
+    assert outcome["first"] == "timed_out"
+    # Two slow batches ran at a time; the timeout cancelled both, and the third never started.
+    assert outcome["slow_calls"] == [
+        "slow batch [0, 1]",
+        "slow batch [0, 1] cancelled",
+        "slow batch [2, 3]",
+        "slow batch [2, 3] cancelled",
+    ]
+    assert outcome["elapsed"] < 20
+    assert outcome["pending"] == 0
+
+
+@env.task
+async def drive_retrier_in_batches() -> str:
+    before = asyncio.all_tasks()
+    children_before = child_pids()
+    climbs: list[list[str]] = []
+
+    async def batch_task(batch: list[int]) -> list[int]:
+        sizes: list[str] = []
+        climbs.append(sizes)
+
+        def record(event: MemoryRetryEvent) -> None:
+            if event.kind == "attempt":
+                sizes.append(format_memory(event.size))
+
+        return await retry_with_memory(allocate_each, batch, sizes=["64Mi", "256Mi"], on_event=record)
+
+    # The batch [50, 60] needs more than 64Mi, and [300, 1] more than the ceiling.
+    result = await batch_map(batch_task, [8, 9, 50, 60, 300, 1], batch_size=2, concurrency=1, return_result=True)
+    return json.dumps(
+        {
+            "statuses": [outcome.status.value for outcome in result.outcomes],
+            "values": result.values(),
+            "errors": [_describe_error(outcome.error) for outcome in result.outcomes],
+            "climbs": climbs,
+            "pending": _pending(before),
+            "children": sorted(child_pids() - children_before),
+        }
+    )
+
+
+async def test_retrier_in_batches(run_local: RunLocal) -> None:
+    outcome = json.loads(await run_local(drive_retrier_in_batches))
+
+    assert outcome["statuses"] == ["succeeded"] * 4 + ["failed"] * 2
+    assert outcome["values"] == [8 * MIB, 9 * MIB, 50 * MIB, 60 * MIB, None, None]
+    assert outcome["errors"][4] == ["MemoryLadderExhaustedError", "OOMKilled"]
+    assert outcome["climbs"] == [["64Mi"], ["64Mi", "256Mi"], ["64Mi", "256Mi"]]
+    assert outcome["pending"] == 0
+    assert outcome["children"] == []
