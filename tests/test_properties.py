@@ -16,8 +16,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
+import flyte
+import flyte.errors
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -26,12 +28,17 @@ from flyte_patterns import (
     CircuitBreakerError,
     FanOutProgress,
     FanOutResult,
+    MemoryLadderExhaustedError,
     OutcomeStatus,
     RollingWindow,
     TripRule,
     batch_map,
     circuit_breaker,
     circuit_breaker_execute,
+    format_memory,
+    memory_ladder,
+    parse_memory,
+    retry_with_memory,
 )
 
 from .fanout_support import LoopErrors, new_tasks
@@ -609,3 +616,97 @@ async def test_batcher_cut_short_pull_leaves_input_unaccounted(caplog: pytest.Lo
     assert [outcome.status.value for outcome in result.outcomes] == ["failed"]
     assert not result.input_exhausted
     assert "cancelled a pull from the async input" in caplog.text
+
+
+# ---------------------------------------------------------------- the OOM retrier over random ladders
+
+
+@dataclass
+class NeedsMemory:
+    """A task double with Flyte's override protocol that runs out of memory below ``need`` bytes.
+
+    It raises the error Flyte delivers for a container Kubernetes killed at its memory limit, which the local
+    engine cannot produce, and records the resources of each launch.
+    """
+
+    need: int
+    resources: flyte.Resources | None
+    short_name: str = "needs_memory"
+    launched: list[flyte.Resources] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+
+    def override(self, *, resources: flyte.Resources, short_name: str, **kwargs: Any) -> Callable[..., Any]:
+        async def attempt(value: str) -> str:
+            self.launched.append(resources)
+            assert isinstance(resources.memory, tuple)
+            if parse_memory(resources.memory[1]) < self.need:
+                self.errors.append(flyte.errors.OOMError("OOMKilled", f"killed below {self.need} bytes"))
+                raise self.errors[-1]
+            return value
+
+        return attempt
+
+
+# Ladders of at most a few dozen sizes: a longer one is legal but warns, and each size is one attempt.
+ladder_arguments: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.builds(
+        dict,
+        initial_memory=st.integers(1, 2**30),
+        increment=st.integers(2**28, 2**31),
+        max_memory=st.integers(2**30, 2**33),
+    ),
+    st.builds(
+        dict,
+        initial_memory=st.integers(2**20, 2**30),
+        factor=st.sampled_from([1.5, 2, 3.25]),
+        max_memory=st.integers(2**30, 2**33),
+    ),
+    st.builds(dict, sizes=st.lists(st.integers(1, 2**34), min_size=1, max_size=6, unique=True).map(sorted)),
+)
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    arguments=ladder_arguments,
+    need=st.integers(0, 2**34),
+    request_share=st.none() | st.sampled_from([(1, 2), (3, 4), (1, 1)]),
+)
+def test_retrier_climbs_ladder_to_first_fit(
+    arguments: dict[str, Any], need: int, request_share: tuple[int, int] | None
+) -> None:
+    """The attempts are the ladder up to the first size that fits, each with its own limit and the task's ratio."""
+    ladder = memory_ladder(**arguments)
+    base = None
+    if request_share is not None:
+        numerator, denominator = request_share
+        base = flyte.Resources(cpu=2, memory=(format_memory(numerator * 2**30), format_memory(denominator * 2**30)))
+    task = NeedsMemory(need, base)
+
+    async def climb() -> str | MemoryLadderExhaustedError:
+        try:
+            return await retry_with_memory(task, "done", **arguments)
+        except MemoryLadderExhaustedError as error:
+            return error
+
+    outcome = asyncio.run(climb())
+
+    fits = [index for index, size in enumerate(ladder) if size >= need]
+    tried = ladder[: fits[0] + 1] if fits else ladder
+    limits = [parse_memory(resources.memory[1]) for resources in task.launched if isinstance(resources.memory, tuple)]
+    assert limits == list(tried)
+    if fits:
+        assert outcome == "done"
+    else:
+        assert isinstance(outcome, MemoryLadderExhaustedError)
+        assert outcome.sizes == ladder
+        assert outcome.__cause__ is task.errors[-1]
+        assert [attempt.error for attempt in outcome.attempts] == task.errors
+    for resources, size in zip(task.launched, tried, strict=True):
+        assert isinstance(resources.memory, tuple)
+        request = parse_memory(resources.memory[0])
+        if request_share is None:
+            assert request == size
+        else:
+            numerator, denominator = request_share
+            assert request == size * numerator // denominator
+            assert resources.cpu == 2
