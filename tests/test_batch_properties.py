@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from flyte_patterns import (
 )
 
 from .fanout_support import LoopErrors, new_tasks
-from .robust_support import PULL, GatedInput, SourceKind, settle
+from .robust_support import PULL, GatedInput, SourceKind, frozen_heap, settle
 
 ItemKind = Literal["ok", "poison", "short"]
 
@@ -50,10 +49,9 @@ def weight(item: int) -> float:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _unfreeze_heap() -> Iterator[None]:
-    """Give the collector back every object that examples froze; see the property tests of the breaker."""
-    yield
-    gc.unfreeze()
+def _frozen_heap() -> Iterator[None]:
+    with frozen_heap():
+        yield
 
 
 @dataclass(frozen=True)
@@ -247,7 +245,6 @@ def expected_trip(scenario: BatchScenario, log: list[tuple[str, int]], starts: l
 @given(scenario=batch_scenarios(), data=st.data())
 def test_batch_map_matches_documented_rules(scenario: BatchScenario, data: st.DataObject) -> None:
     """Batches cut the input as documented, each item shares its batch's fate, and trips fire where they should."""
-    gc.freeze()
     recorder = BatchRecorder(scenario)
 
     def draw_next(blocked: list[int]) -> int:
@@ -396,7 +393,6 @@ class FoldScenario:
 )
 def test_map_reduce_folds_in_batch_order(scenario: FoldScenario, data: st.DataObject) -> None:
     """The fold sees the batch values in batch order whatever order batches finish in, and errors win as documented."""
-    gc.freeze()
     batch_scenario = BatchScenario(
         items=scenario.items,
         batch_size=scenario.batch_size,

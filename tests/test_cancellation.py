@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +41,19 @@ from flyte_patterns import (
     with_fallback,
 )
 
-from .robust_support import LeakCheck, Leftovers
+from .robust_support import LeakCheck, Leftovers, frozen_heap
 
 MIB = 2**20
 
 # A scenario that has not finished after this many turns is stuck.
 MAX_TURNS = 500
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_heap() -> Iterator[None]:
+    # Each scenario ends with a garbage collection, which then covers only what the module created.
+    with frozen_heap():
+        yield
 
 
 @dataclass

@@ -10,7 +10,6 @@ compares the breaker's result with it.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,7 +41,7 @@ from flyte_patterns import (
 )
 
 from .fanout_support import LoopErrors, new_tasks
-from .robust_support import PULL, GatedInput, SourceKind, settle
+from .robust_support import PULL, GatedInput, SourceKind, frozen_heap, settle
 
 ItemOutcome = Literal["succeed", "fail", "own_cancel"]
 
@@ -58,20 +57,9 @@ HintKind = Literal["none", "exact", "larger", "smaller"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _unfreeze_heap() -> Iterator[None]:
-    """Give the collector back every object that examples froze (see :func:`start_example`)."""
-    yield
-    gc.unfreeze()
-
-
-def start_example() -> None:
-    """Move every object that exists now out of the collector's sight, until the end of the module.
-
-    Each example ends with gc.collect(), so that a task whose exception was never retrieved reports itself. Over
-    everything pytest, Flyte and hypothesis keep alive, a full collection takes tens of milliseconds, and the
-    examples run hundreds.
-    """
-    gc.freeze()
+def _frozen_heap() -> Iterator[None]:
+    with frozen_heap():
+        yield
 
 
 # ---------------------------------------------------------------- scenarios
@@ -361,7 +349,6 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
 @given(scenario=scenarios(), data=st.data())
 def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObject) -> None:
     """Every item is accounted for once, in input order, and the breaker trips exactly where its rules put it."""
-    start_example()
     recorder = Recorder(scenario)
 
     def draw_next(blocked: list[int]) -> int:
