@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import flyte.errors
 import pytest
@@ -20,7 +24,7 @@ from flyte_patterns._demo.pipeline import (
 )
 from flyte_patterns._demo.report import DemoReport, DemoSettings, FileRecord
 
-from .conftest import RunLocal
+from .conftest import FLYTE_METADATA_ROOT, RunLocal
 from .demo_trees import GOOD_MODULE_STATS, PY2_MODULE_STATS, write_junk_tree, write_large_tree, write_source_tree
 
 pytestmark = pytest.mark.flyte
@@ -100,45 +104,70 @@ async def test_pipeline_reports_fallback(tmp_path: Path, run_local: RunLocal) ->
     assert attempts == [IndexAttempt("16Mi", "started"), IndexAttempt("16Mi", "succeeded")]
 
 
-async def test_index_escalates_from_smallest_rung(tmp_path: Path, run_local: RunLocal) -> None:
+def _run_demo_in_fresh_interpreter(tree: Path, report_path: Path, *options: str) -> dict[str, Any]:
+    """Run ``flyte-patterns demo`` on ``tree`` in a new Python process and return its JSON report.
+
+    The memory rungs of these tests are a few MiB. Local enforcement counts the resident memory a forked child
+    adds, and a long-running test process holds free but resident heap space that the child can reuse without
+    adding any, so the index step runs where the heap starts small.
+    """
+    before = set(FLYTE_METADATA_ROOT.iterdir()) if FLYTE_METADATA_ROOT.exists() else set()
+    command = [sys.executable, "-c", "from flyte_patterns._cli import main; main()", "demo", str(tree)]
+    try:
+        completed = subprocess.run(
+            [*command, "--report", str(report_path), *options], capture_output=True, text=True, timeout=90, check=False
+        )
+    finally:
+        after = set(FLYTE_METADATA_ROOT.iterdir()) if FLYTE_METADATA_ROOT.exists() else set()
+        for leftover in after - before:
+            shutil.rmtree(leftover, ignore_errors=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
+    return report
+
+
+def test_index_escalates_from_smallest_rung(tmp_path: Path) -> None:
     # About 48,000 lines: the index grows by several MiB, far past the first rung, while a forked child that does
     # nothing stays under 512Ki.
-    paths = write_large_tree(tmp_path, files=40, functions_per_file=400)
-    settings = _settings(batch_size=20, index_memory="1Mi", index_max_memory="64Mi")
-    report = await _run(run_local, tmp_path, paths, settings)
+    tree = tmp_path / "tree"
+    write_large_tree(tree, files=40, functions_per_file=400)
+    report = _run_demo_in_fresh_interpreter(
+        tree, tmp_path / "report.json", "--batch-size", "20", "--index-memory", "1Mi", "--index-max-memory", "64Mi"
+    )
 
-    assert report.batches.succeeded == 2
-    assert report.analysis.served_by == {"ast": 40}
-    index = report.index
-    assert index.status == "succeeded"
-    assert index.ladder == ["1Mi", "2Mi", "4Mi", "8Mi", "16Mi", "32Mi", "64Mi"]
-    first = index.attempts[0]
-    assert first.memory == "1Mi"
-    assert first.outcome == "out of memory"
-    assert "OOMError (code 'OOMKilled')" in first.error
-    assert len(index.attempts) >= 2
-    assert all(rung.outcome == "out of memory" for rung in index.attempts[:-1])
-    assert index.attempts[-1].outcome == "succeeded"
-    assert [rung.memory for rung in index.attempts] == index.ladder[: len(index.attempts)]
-    assert index.summary is not None
-    assert index.summary.definitions == 40 * 400
-    assert index.summary.files_indexed == 40
+    assert report["batches"]["succeeded"] == 2
+    assert report["analysis"]["served_by"] == {"ast": 40}
+    index = report["index"]
+    assert index["status"] == "succeeded"
+    assert index["ladder"] == ["1Mi", "2Mi", "4Mi", "8Mi", "16Mi", "32Mi", "64Mi"]
+    first = index["attempts"][0]
+    assert first["memory"] == "1Mi"
+    assert first["outcome"] == "out of memory"
+    assert "OOMError (code 'OOMKilled')" in first["error"]
+    assert len(index["attempts"]) >= 2
+    assert all(rung["outcome"] == "out of memory" for rung in index["attempts"][:-1])
+    assert index["attempts"][-1]["outcome"] == "succeeded"
+    assert [rung["memory"] for rung in index["attempts"]] == index["ladder"][: len(index["attempts"])]
+    assert index["summary"]["definitions"] == 40 * 400
+    assert index["summary"]["files_indexed"] == 40
 
 
-async def test_index_reports_exhausted_ladder(tmp_path: Path, run_local: RunLocal) -> None:
-    paths = write_large_tree(tmp_path, files=40, functions_per_file=400)
-    settings = _settings(batch_size=40, index_memory="1Mi", index_max_memory="2Mi")
-    report = await _run(run_local, tmp_path, paths, settings)
+def test_index_reports_exhausted_ladder(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    write_large_tree(tree, files=40, functions_per_file=400)
+    report = _run_demo_in_fresh_interpreter(
+        tree, tmp_path / "report.json", "--batch-size", "40", "--index-memory", "1Mi", "--index-max-memory", "2Mi"
+    )
 
-    index = report.index
-    assert index.status == "exhausted"
-    assert [(rung.memory, rung.outcome) for rung in index.attempts] == [
+    index = report["index"]
+    assert index["status"] == "exhausted"
+    assert [(rung["memory"], rung["outcome"]) for rung in index["attempts"]] == [
         ("1Mi", "out of memory"),
         ("2Mi", "out of memory"),
     ]
-    assert index.summary is None
-    assert index.error.startswith("MemoryLadderExhaustedError: ")
-    assert "1Mi, 2Mi" in index.error
+    assert index["summary"] is None
+    assert index["error"].startswith("MemoryLadderExhaustedError: ")
+    assert "1Mi, 2Mi" in index["error"]
 
 
 async def test_junk_tree_trips_breaker(tmp_path: Path, run_local: RunLocal) -> None:

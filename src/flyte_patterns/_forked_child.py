@@ -17,6 +17,10 @@ Life of one call:
 4. Once the child has exited, but before it is reaped, the watcher kills whatever is left of its process group, so
    no process the body started outlives it. Then it reaps the child with ``wait4``.
 
+NOTE: free space that was already resident in the parent (emptied pools of Python's arenas, free C heap chunks)
+is part of the baseline, so a body that reuses it adds nothing measurable. A small limit in a long-running parent
+can be passed by up to that much before the kill.
+
 Memory is measured as what the body added: the child's ``RssAnon + RssShmem`` above the parent's value at the
 fork, plus the same for every descendant above the anonymous memory it shared with other processes when the
 watcher first saw it, or above the least it was seen using if that is lower. Pages a forked process shares with its
