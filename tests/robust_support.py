@@ -127,23 +127,33 @@ class LeakCheck:
         return found
 
 
+class InputBrokenError(Exception):
+    """The error a :class:`GatedInput` raises at ``fail_at``, as a generator that hits a bad record would."""
+
+
 @dataclass
 class GatedInput:
     """The numbers ``0 .. count - 1`` as an input of one kind, logging each pull, with async pulls gated.
 
     Log entries: ``("pull", i)`` when the input yields item ``i``, ``("end", -1)`` when it has no more, and
-    ``("pull_cancelled", -1)`` when a pull was cancelled inside an async input. An async input waits before each
-    item, and before finding its end, until a scheduler calls :meth:`release_pull`, as a slow producer would.
+    ``("pull_cancelled", -1)`` when a pull was cancelled inside an async input. At ``fail_at`` (never for a
+    list) the input raises :attr:`error` instead of yielding the item, and logs ``("input_error", i)``.
+
+    An async input waits before each item, and before finding its end, until a scheduler calls
+    :meth:`release_pull`, as a slow producer would.
     """
 
     count: int
     kind: SourceKind
     log: list[tuple[str, int]]
+    fail_at: int | None = None
+    error: Exception = field(default_factory=lambda: InputBrokenError("the input broke"))
     pull_gate: asyncio.Future[None] | None = None
     free_pulls: bool = False
 
     def generator(self) -> Iterator[int]:
         for index in range(self.count):
+            self._fail_if_due(index)
             self.log.append(("pull", index))
             yield index
         self.log.append(("end", -1))
@@ -151,10 +161,16 @@ class GatedInput:
     async def async_generator(self) -> AsyncIterator[int]:
         for index in range(self.count):
             await self._wait_for_pull()
+            self._fail_if_due(index)
             self.log.append(("pull", index))
             yield index
         await self._wait_for_pull()
         self.log.append(("end", -1))
+
+    def _fail_if_due(self, index: int) -> None:
+        if index == self.fail_at:
+            self.log.append(("input_error", index))
+            raise self.error
 
     async def _wait_for_pull(self) -> None:
         if self.free_pulls:
@@ -203,10 +219,16 @@ class GatedInput:
         return AsyncReiterable()
 
     async def rest(self, made: Any) -> list[int] | None:
-        """Return what is left in a one-shot input, reading it with pulls no longer gated; ``None`` for others."""
+        """Return what is left in a one-shot input, read without gates and up to an error; ``None`` for others."""
         self.free_pulls = True
-        if self.kind == "generator":
-            return list(made)
-        if self.kind == "async_generator":
-            return [item async for item in made]
-        return None
+        rest: list[int] = []
+        if self.kind not in ("generator", "async_generator"):
+            return None
+        with contextlib.suppress(InputBrokenError):
+            if self.kind == "generator":
+                for item in made:
+                    rest.append(item)
+            else:
+                async for item in made:
+                    rest.append(item)
+        return rest

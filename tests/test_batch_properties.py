@@ -26,6 +26,7 @@ from flyte_patterns import (
     BatchError,
     BatchLengthError,
     BatchResult,
+    FanOutInputError,
     OutcomeStatus,
     ReduceError,
     RollingWindow,
@@ -72,6 +73,7 @@ class BatchScenario:
     source: SourceKind
     hinted: bool
     return_result: bool
+    input_fails_at: int | None
 
     @property
     def count(self) -> int:
@@ -140,6 +142,8 @@ def batch_scenarios(draw: st.DrawFn) -> BatchScenario:
         source=source,
         hinted=hinted,
         return_result=draw(st.booleans()),
+        # A list cannot fail; any other input may raise instead of yielding an item.
+        input_fails_at=None if source == "list" else draw(st.none() | st.integers(0, 15)),
     )
 
 
@@ -158,7 +162,7 @@ class BatchRecorder:
     errors: dict[int, Exception] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.input = GatedInput(self.scenario.count, self.scenario.source, self.log)
+        self.input = GatedInput(self.scenario.count, self.scenario.source, self.log, self.scenario.input_fails_at)
 
     async def task(self, batch: list[int]) -> list[int]:
         first = batch[0]
@@ -221,6 +225,9 @@ def expected_trip(scenario: BatchScenario, log: list[tuple[str, int]], starts: l
     recent: deque[bool] = deque(maxlen=window.size if window is not None else 1)
     failed = completed = 0
     for position, (entry, first) in enumerate(log):
+        if entry == "input_error":
+            # The run stops here as on a trip, but no rule fired.
+            return None
         if entry not in ("succeeded", "failed"):
             continue
         completed += 1
@@ -276,7 +283,7 @@ def test_batch_map_matches_documented_rules(scenario: BatchScenario, data: st.Da
         await drive(call, recorder, draw_next)
         try:
             returned: Any = call.result()
-        except BatchError as error:
+        except (BatchError, FanOutInputError) as error:
             returned = error
         leftover = len(new_tasks(before))
         log = list(recorder.log)
@@ -296,7 +303,10 @@ def test_batch_map_matches_documented_rules(scenario: BatchScenario, data: st.Da
         assert everything_succeeded
         assert returned == [item * 10 for item in range(scenario.count)]
         return
-    result: BatchResult[int] = returned.result if isinstance(returned, BatchError) else returned
+    # The batcher's FanOutInputError carries a BatchResult, as BatchError does.
+    reported = returned.result if isinstance(returned, BatchError | FanOutInputError) else returned
+    assert isinstance(reported, BatchResult)
+    result: BatchResult[int] = reported
     if isinstance(returned, BatchError):
         assert not scenario.return_result
         assert returned.__cause__ is result.batches.first_error
@@ -339,7 +349,16 @@ def test_batch_map_matches_documented_rules(scenario: BatchScenario, data: st.Da
 
     # The run stops exactly where the rules, counting batches, put it, and no batch starts after that.
     expected = expected_trip(scenario, log, starts)
-    if expected is None:
+    broke_at = next((position for position, (entry, _) in enumerate(log) if entry == "input_error"), None)
+    if expected is None and broke_at is not None:
+        # The input raised first: every item it yielded is accounted for, and the error chains its exception.
+        assert isinstance(returned, FanOutInputError)
+        assert returned.__cause__ is recorder.input.error
+        assert result.trip is None
+        assert not result.input_exhausted
+        assert len(outcomes) == log[broke_at][1]
+        assert [entry for entry in log[broke_at + 1 :] if entry[0] == "start"] == []
+    elif expected is None:
         assert result.trip is None
         assert len(outcomes) == scenario.count
         assert result.input_exhausted
@@ -353,12 +372,14 @@ def test_batch_map_matches_documented_rules(scenario: BatchScenario, data: st.Da
     if result.input_exhausted:
         assert len(outcomes) == scenario.count
         assert not pull_interrupted
-    if scenario.source in ("list", "iterable") and result.tripped:
+    if scenario.source in ("list", "iterable") and result.tripped and broke_at is None:
         assert result.input_exhausted
-    if rest is not None and not pull_interrupted:
-        assert rest == list(range(len(outcomes), scenario.count))
+    if rest is not None and not pull_interrupted and broke_at is None:
+        # Reading the rest stops where the input raises, if it does.
+        readable = scenario.count if scenario.input_fails_at is None else min(scenario.count, scenario.input_fails_at)
+        assert rest == list(range(len(outcomes), readable))
     if not result.input_exhausted:
-        assert result.tripped
+        assert result.tripped or isinstance(returned, FanOutInputError)
 
 
 # ---------------------------------------------------------------- map_reduce
@@ -404,6 +425,7 @@ def test_map_reduce_folds_in_batch_order(scenario: FoldScenario, data: st.DataOb
         source="list",
         hinted=False,
         return_result=False,
+        input_fails_at=None,
     )
     recorder = BatchRecorder(batch_scenario)
     folded: list[int] = []

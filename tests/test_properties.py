@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from flyte_patterns import (
     CircuitBreakerError,
+    FanOutInputError,
     FanOutProgress,
     FanOutResult,
     MemoryLadderExhaustedError,
@@ -84,6 +85,7 @@ class Scenario:
     hint_offset: int
     drain: bool | None
     raise_on_trip: bool
+    input_fails_at: int | None
 
     @property
     def count(self) -> int:
@@ -141,6 +143,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         hint_offset=draw(st.integers(1, 4)),
         drain=draw(st.sampled_from([None, True, False])),
         raise_on_trip=draw(st.booleans()),
+        # A list cannot fail; any other input may raise instead of yielding an item.
+        input_fails_at=None if source == "list" else draw(st.none() | st.integers(0, 13)),
     )
 
 
@@ -163,7 +167,7 @@ class Recorder:
     own_cancellations: dict[int, asyncio.CancelledError] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.input = GatedInput(self.scenario.count, self.scenario.source, self.log)
+        self.input = GatedInput(self.scenario.count, self.scenario.source, self.log, self.scenario.input_fails_at)
         for index, (outcome, cleanup) in enumerate(self.scenario.items):
             if outcome == "fail":
                 self.errors[index] = ValueError(index)
@@ -261,6 +265,9 @@ def expected_trip(scenario: Scenario, log: list[tuple[str, int]]) -> ExpectedTri
         return ratio is not None and failed > Fraction(str(ratio)) * item_count()
 
     for position, (entry, index) in enumerate(log):
+        if entry == "input_error":
+            # The run stops here as on a trip, but no rule fired.
+            return None
         if entry == "pull":
             pulled += 1
         elif entry == "end":
@@ -334,7 +341,7 @@ async def run_scenario(scenario: Scenario, recorder: Recorder, draw_next: Callab
     raised: BaseException | None = None
     try:
         result = breaker.result()
-    except CircuitBreakerError as error:
+    except (CircuitBreakerError, FanOutInputError) as error:
         raised = error
         result = error.result
     leftover = len(new_tasks(before))
@@ -428,7 +435,16 @@ def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObjec
 
     # The trip fires exactly where the documented rules put it, and nothing starts after it.
     expected = expected_trip(scenario, log)
-    if expected is None:
+    broke_at = next((position for position, (entry, _) in enumerate(log) if entry == "input_error"), None)
+    if expected is None and broke_at is not None:
+        # The input raised first: everything stopped as on a trip, and the error chains the input's exception.
+        assert isinstance(run.raised, FanOutInputError)
+        assert run.raised.__cause__ is recorder.input.error
+        assert result.trip is None
+        assert not result.input_exhausted
+        assert len(outcomes) == log[broke_at][1]
+        assert [entry for entry in log[broke_at + 1 :] if entry[0] == "start"] == []
+    elif expected is None:
         assert result.trip is None
         assert run.raised is None
         assert len(outcomes) == scenario.count
@@ -443,7 +459,7 @@ def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObjec
         after_trip = log[expected.position + 1 :]
         assert [entry for entry in after_trip if entry[0] == "start"] == []
         # Only cancellations follow, and the reads of a drained input.
-        assert all(entry[0] in ("cancelled", "pull", "pull_cancelled", "end") for entry in after_trip)
+        assert all(entry[0] in ("cancelled", "pull", "pull_cancelled", "end", "input_error") for entry in after_trip)
         if scenario.raise_on_trip:
             assert isinstance(run.raised, CircuitBreakerError)
             assert run.raised.__cause__ is result.first_error
@@ -457,12 +473,14 @@ def test_breaker_matches_documented_rules(scenario: Scenario, data: st.DataObjec
         assert not pull_interrupted
     if scenario.source == "list" and scenario.drain is not False:
         assert len(outcomes) == scenario.count
-    if scenario.drain is not False and scenario.source in ("iterable", "list") and result.tripped:
+    if scenario.drain is not False and scenario.source in ("iterable", "list") and result.tripped and not broke_at:
         assert result.input_exhausted
-    if run.remaining_input is not None and not pull_interrupted:
-        assert run.remaining_input == list(range(len(outcomes), scenario.count))
+    if run.remaining_input is not None and not pull_interrupted and broke_at is None:
+        # Reading the rest stops where the input raises, if it does.
+        readable = scenario.count if scenario.input_fails_at is None else min(scenario.count, scenario.input_fails_at)
+        assert run.remaining_input == list(range(len(outcomes), readable))
     if not result.input_exhausted:
-        assert result.tripped
+        assert result.tripped or isinstance(run.raised, FanOutInputError)
 
 
 @settings(deadline=None, max_examples=60)
