@@ -745,7 +745,7 @@ ROW_PREFIXES = {
     "auto_batch_size": "auto-size-",
 }
 
-# Functions that take no argument, or answer for any object: flyte_code returns None, is_interrupt False and
+# Functions that take no argument, or that accept any object: flyte_code returns None, is_interrupt False and
 # earlier_attempts an empty tuple for anything that is not the exception they look for.
 WITHOUT_BAD_INPUT = {"is_local_memory_supported", "flyte_code", "is_interrupt", "earlier_attempts"}
 

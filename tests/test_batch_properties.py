@@ -413,7 +413,7 @@ class FoldScenario:
     data=st.data(),
 )
 def test_map_reduce_folds_in_batch_order(scenario: FoldScenario, data: st.DataObject) -> None:
-    """The fold sees the batch values in batch order whatever order batches finish in, and errors win as documented."""
+    """The fold gets the batch values in batch order, whatever order they finish in; errors end it as documented."""
     batch_scenario = BatchScenario(
         items=scenario.items,
         batch_size=scenario.batch_size,

@@ -312,7 +312,7 @@ class FanOutResult(Generic[R]):
         trip: Why the fan-out tripped, or ``None`` if it ran to the end.
         input_exhausted: Whether every input item is in ``outcomes``. ``False`` only after a trip or an input
             error that left a one-shot iterator unread; the items not pulled are still in that iterator. Also
-            ``False`` when a trip cancelled a pull from an async input without ``len()``, whatever ``drain`` says,
+            ``False`` when a trip cancelled a pull from an async input without ``len()``, with any ``drain``,
             because that pull may have closed the input.
         first_failure_index: The index of the first item to fail, in completion order, or ``None``.
     """
