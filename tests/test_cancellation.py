@@ -40,6 +40,7 @@ from flyte_patterns import (
     run_with_memory_limit,
     with_fallback,
 )
+from flyte_patterns._fanout import TripPolicy, fan_out
 
 from .robust_support import LeakCheck, Leftovers, frozen_heap
 
@@ -224,21 +225,27 @@ def batcher_scenario(kind: str, source: str) -> Scenario:
     async def scenario(journal: Journal) -> Any:
         task = functools.partial(batch_task, journal)
         items: Any = list(range(len(LATENCY)))
-        if source == "async":
+        if source != "list":
             items = aiterate(items)
+        # With max_wait, each pull from an async input runs as a task of its own; 60 s never runs out here.
+        max_wait = 60.0 if source == "async with max_wait" else None
         if kind == "map_reduce":
 
             async def fold(total: int, value: int) -> int:
                 await work(journal, f"fold {value}", 2)
                 return total + value
 
-            return await map_reduce(task, items, reduce=fold, initial=0, combine=sum, batch_size=2, concurrency=2)
-        return await batch_map(task, items, batch_size=2, concurrency=2, max_failures=1, progress_bar=False)
+            return await map_reduce(
+                task, items, reduce=fold, initial=0, combine=sum, batch_size=2, concurrency=2, max_wait=max_wait
+            )
+        return await batch_map(
+            task, items, batch_size=2, concurrency=2, max_failures=1, max_wait=max_wait, progress_bar=False
+        )
 
     return scenario
 
 
-@pytest.mark.parametrize("source", ["list", "async"])
+@pytest.mark.parametrize("source", ["list", "async", "async with max_wait"])
 @pytest.mark.parametrize("kind", ["batch_map", "map_reduce"])
 def test_batcher_cancelled_at_every_turn(kind: str, source: str) -> None:
     runs = cancel_at_every_turn(batcher_scenario(kind, source))
@@ -683,3 +690,34 @@ async def test_trip_cancels_reduce_step_with_batches() -> None:
         )
 
     assert order == ["reduce cancelled", "batch 1 cleaned up"]
+
+
+@pytest.mark.parametrize("stop", ["trip", "caller cancel"])
+async def test_fan_out_calls_on_stop_once(stop: str, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    def on_stop() -> None:
+        calls.append("stopped")
+        raise RuntimeError("the on_stop hook failed")
+
+    async def item(i: int) -> int:
+        if i == 0 and stop == "trip":
+            raise OSError(i)
+        await asyncio.Event().wait()
+        return i
+
+    run = asyncio.create_task(
+        fan_out(item, range(4), concurrency=4, policy=TripPolicy(max_failures=0), on_stop=on_stop)
+    )
+    for _ in range(3):
+        await asyncio.sleep(0)
+    if stop == "caller cancel":
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    else:
+        result = await run
+        assert result.tripped
+
+    assert calls == ["stopped"]
+    assert "on_stop raised; ignoring it" in caplog.text

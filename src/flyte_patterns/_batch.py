@@ -48,9 +48,10 @@ buffered values are dropped, and :class:`BatchError` is raised. If ``reduce`` ra
 and :class:`ReduceError` is raised from that exception. Item results are not kept, so a map-reduce holds at most
 ``concurrency`` batches of items and results, plus the buffered batch values and the accumulator.
 
-Cancellation: cancelling the caller cancels and awaits every running batch (and the fold, which starts no
-``reduce`` step once the caller is cancelled), then raises ``asyncio.CancelledError``. A ``KeyboardInterrupt`` or
-``SystemExit`` raised by the task, ``combine`` or ``reduce`` stops everything the same way and propagates.
+Cancellation: cancelling the caller cancels and awaits every running batch and the fold (whose ``reduce`` step
+in flight is cancelled with the batches, and which starts no new one), then raises ``asyncio.CancelledError``.
+A ``KeyboardInterrupt`` or ``SystemExit`` raised by the task, ``combine`` or ``reduce`` stops everything the same
+way and propagates.
 
 Flyte: each batch's calls (the task, ``combine``, and the ``reduce`` step that folds it in) are grouped in
 Flyte's UI under ``flyte.group("<group name>_<batch index>")``, where the group name defaults to
@@ -491,7 +492,9 @@ class _BatchRun(Generic[T]):
             return contextlib.nullcontext()
         return flyte.group(f"{self.group_base}_{index}")
 
-    async def run(self, unit: Callable[[Batch[T]], Awaitable[Any]]) -> FanOutResult[Any]:
+    async def run(
+        self, unit: Callable[[Batch[T]], Awaitable[Any]], on_stop: Callable[[], object] | None = None
+    ) -> FanOutResult[Any]:
         """Fan out ``unit`` over the batches and return the per-batch result.
 
         Raises what :func:`fan_out` raises, with a :class:`FanOutInputError` converted to carry a result over items.
@@ -511,6 +514,7 @@ class _BatchRun(Generic[T]):
                     total=self.batches_total,
                     drain=False,
                     on_progress=hook,
+                    on_stop=on_stop,
                     group_name=self.group_base,
                     logger=logger,
                 )
@@ -1148,7 +1152,8 @@ async def map_reduce(
     try:
         fold.fanning_out = True
         try:
-            batches = await run.run(run_batch)
+            # Stopping early abandons the fold at once, which cancels a reduce step in flight with the batches.
+            batches = await run.run(run_batch, on_stop=fold.abandon)
         except asyncio.CancelledError:
             # A failure of reduce cancelled this task to stop the fan-out. Any other cancellation is the caller's.
             if not (fold.cancelled_caller and caller.uncancel() == 0):

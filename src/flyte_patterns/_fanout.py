@@ -407,6 +407,7 @@ async def fan_out(
     on_progress: ProgressHook | None = None,
     group_name: str | None = None,
     logger: logging.Logger | None = None,
+    on_stop: Callable[[], object] | None = None,
 ) -> FanOutResult[R]: ...
 
 
@@ -422,6 +423,7 @@ async def fan_out(
     on_progress: ProgressHook | None = None,
     group_name: str | None = None,
     logger: logging.Logger | None = None,
+    on_stop: Callable[[], object] | None = None,
 ) -> FanOutResult[R]: ...
 
 
@@ -436,6 +438,7 @@ async def fan_out(
     on_progress: ProgressHook | None = None,
     group_name: str | None = None,
     logger: logging.Logger | None = None,
+    on_stop: Callable[[], object] | None = None,
 ) -> FanOutResult[Any]:
     """Call ``call(item)`` for every item, at most ``concurrency`` at a time, and return every outcome.
 
@@ -472,6 +475,9 @@ async def fan_out(
         group_name: The name of the ``flyte.group`` that holds the calls in Flyte's UI. ``None``: no group.
             Outside a Flyte task the group has no effect.
         logger: Where to log trips, item cancellations and hook errors. Defaults to ``flyte_patterns.fanout``.
+        on_stop: Called once when the fan-out stops early (a trip, an input error, an interrupt or the caller's
+            cancellation), right after it cancelled the workers, so that a pattern can stop the work it runs
+            beside the fan-out at the same moment. An ``Exception`` it raises is logged and ignored.
 
     Returns:
         One outcome per item in input order, the counts of each status, and the trip, if any.
@@ -492,6 +498,7 @@ async def fan_out(
         on_progress=on_progress,
         group_name=group_name,
         logger=_default_logger if logger is None else logger,
+        on_stop=on_stop,
     )
     return await engine.run()
 
@@ -522,6 +529,7 @@ class _FanOut(Generic[T, R]):
         "_lock",
         "_logger",
         "_max_failures",
+        "_on_stop",
         "_policy",
         "_pull_interrupted",
         "_ratio",
@@ -557,6 +565,7 @@ class _FanOut(Generic[T, R]):
         on_progress: ProgressHook | None,
         group_name: str | None,
         logger: logging.Logger,
+        on_stop: Callable[[], object] | None = None,
     ) -> None:
         check_callable(call, name="call")
         check_int(concurrency, name="concurrency", minimum=1)
@@ -618,6 +627,7 @@ class _FanOut(Generic[T, R]):
         self._window_min = 0 if window is None else window.effective_min_completed
         self._window_failures = 0
         self._hook = on_progress
+        self._on_stop = on_stop
         self._hook_errors = 0
         # Successes take a slower path only when something must see each one.
         self._reporting = self._window is not None or on_progress is not None
@@ -984,6 +994,11 @@ class _FanOut(Generic[T, R]):
         for task in self._workers:
             if task is not current and not task.done():
                 task.cancel()
+        if self._on_stop is not None:
+            try:
+                self._on_stop()
+            except Exception:
+                self._logger.exception("%s: on_stop raised; ignoring it", self._label)
 
     # ---------------------------------------------------------------- trip rules
 
