@@ -108,7 +108,7 @@ def _run_demo_in_fresh_interpreter(tree: Path, report_path: Path, *options: str)
     """Run ``flyte-patterns demo`` on ``tree`` in a new Python process and return its JSON report.
 
     The memory rungs of these tests are a few MiB. Local enforcement counts the resident memory a forked child
-    adds, and a long-running test process holds free but resident heap space that the child can reuse without
+    adds, and a long-running test process keeps free but resident heap space that the child can reuse without
     adding any, so the index step runs where the heap starts small.
     """
     before = set(FLYTE_METADATA_ROOT.iterdir()) if FLYTE_METADATA_ROOT.exists() else set()

@@ -405,7 +405,7 @@ def test_chain_matches_model(outcomes: list[str], triggers: list[str]) -> None:
 
 # These errors are built the way a Flyte cluster delivers a child task's error to the awaiting parent: the
 # original class is gone and only its name survives, as the code, sometimes prefixed by the server. Building them
-# by hand stands in for the cluster, which the test suite cannot reach.
+# by hand replaces the cluster run, which the test suite cannot reach.
 @pytest.mark.parametrize(
     "error",
     [

@@ -1,4 +1,4 @@
-"""The README's first example runs as written on the local engine and returns what its comments say."""
+"""The README's first example runs as written on the local engine and returns what its comments state."""
 
 from __future__ import annotations
 

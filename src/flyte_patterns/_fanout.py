@@ -39,7 +39,7 @@ When the breaker trips, no worker pulls another item, every other worker is canc
   item ended with instead of the cancellation.
 * ``not_started``: the item was never called.
 
-Items the workers had not pulled yet are counted as ``not_started`` only when ``drain`` says to read the rest
+Items the workers had not pulled yet are counted as ``not_started`` only when ``drain`` requests reading the rest
 of the input (see :func:`fan_out`). Otherwise they stay in the caller's iterator, which stops right after the
 last pulled item, and :attr:`FanOutResult.input_exhausted` is ``False``.
 
@@ -777,6 +777,8 @@ class _FanOut(Generic[T, R]):
         )
 
     # ---------------------------------------------------------------- the workers
+    # The sync and async workers repeat the same call-and-record block on purpose: it is the per-item hot path,
+    # and a shared helper would cost a coroutine frame per item.
 
     async def _sync_worker(self) -> None:
         source = self._source

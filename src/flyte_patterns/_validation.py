@@ -116,7 +116,7 @@ def bind_call(task: Callable[..., Awaitable[T]] | Callable[..., T]) -> Callable[
 
     A synchronous Flyte task goes through ``.aio`` inside a task, because a blocking call from async code is an
     error there. Everything else is returned as it is. The choice depends on the Flyte context, so bind in the
-    context the calls will run in; a fan-out binds once and then calls the result for every item.
+    context the calls will run in. A fan-out binds once and then calls the result for every item.
     """
     is_sync_task = isinstance(task, TaskTemplate) and not inspect.iscoroutinefunction(getattr(task, "func", None))
     # Outside a task, flyte.ctx() returns a null context that is falsy.

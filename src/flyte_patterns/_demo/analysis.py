@@ -60,7 +60,7 @@ BINARY_SHARE = 0.1
 
 @dataclass(frozen=True)
 class SourceStats:
-    """Counts that one analyser found in one file. The module docstring says how each number is counted."""
+    """Counts that one analyser found in one file. The module docstring describes how each number is counted."""
 
     lines: int
     functions: int
